@@ -1,0 +1,7 @@
+"""``python -m airflow_parallel_run`` is ``parallel-run``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

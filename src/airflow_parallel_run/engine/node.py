@@ -1,0 +1,496 @@
+"""A node: one supervisor running a pool of worker processes over one shard of mini-batches.
+
+Data flow (one thread, no locks)::
+
+    plan chunks --> _next_task() --RunMiniBatch--> worker 1..N --MiniBatchDone/Failed--> _on_message()
+                       ^                                |                                   |
+                       +--------- retry queue <---------+ timeout / death / failed try      v
+                                                                         records (written by the worker
+                                                                         or, for failures, by the node)
+
+Workers pull work as they free up: a slow mini-batch holds back only its own worker. A run()
+past ``run_invocation_timeout`` gets its worker and everything that worker started killed; a
+fresh worker (with its own init()) takes the place. After ``run_max_try`` failed tries the
+mini-batch is recorded as failed. Too many init() failures, a broken threshold or abort()
+stop the node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Any
+
+from .. import logs
+from ..config import ParallelRunConfig
+from ..plan import MiniBatch, iter_plan
+from ..results import FAILED, OK, MiniBatchRecord, read_records, write_record
+from ..storage import OutputLocation
+from ..thresholds import SharedCounts, Totals, exceeded_while_running
+from .messages import (
+    InitFailed,
+    MiniBatchDone,
+    MiniBatchFailed,
+    Ready,
+    RunMiniBatch,
+    Stop,
+    Stopped,
+    WorkerSpec,
+)
+from .processes import WorkerProcess
+
+STARTING, IDLE, BUSY, STOPPING, GONE = "starting", "idle", "busy", "stopping", "gone"
+SHUTDOWN_GRACE = 30.0  # seconds for shutdown() before the worker is killed
+STOP_GRACE = 5.0  # seconds an idle worker gets to exit once the node is stopping early
+POLL = 1.0  # longest wait without a message: counters of other nodes are read this often
+
+
+@dataclass
+class NodeSpec:
+    """What one node needs to run its shard; built by the job (or the Airflow node task)."""
+
+    config: ParallelRunConfig
+    entry_script: str
+    working_dir: str
+    arguments: list[str]
+    output: OutputLocation
+    node_index: int
+    datasets: dict[str, Any] = field(default_factory=dict)  # name -> dataset (to fetch remote files)
+    side_inputs: dict[str, str] = field(default_factory=dict)  # name -> local path
+    ip: str = field(default_factory=logs.node_ip)
+
+
+@dataclass
+class NodeResult:
+    node_index: int
+    totals: Totals
+    stop_reason: str | None = None  # a threshold, or init() failing too often
+    aborted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node_index": self.node_index, "totals": self.totals.__dict__,
+                "stop_reason": self.stop_reason, "aborted": self.aborted}
+
+
+@dataclass
+class _Task:
+    batch: MiniBatch
+    try_number: int = 1
+    local_items: list[str] | None = None
+
+
+@dataclass
+class _Slot:
+    """A place in the pool; the process in it is replaced when it dies, the name stays."""
+
+    name: str
+    process: WorkerProcess | None = None
+    state: str = GONE
+    task: _Task | None = None
+    since: float = 0.0
+    deadline: float = float("inf")
+
+
+Listener = Callable[[int, MiniBatchRecord], None]
+
+
+class Node:
+    def __init__(self, spec: NodeSpec, indices: range, on_record: Listener | None = None) -> None:
+        self.spec = spec
+        self.config = spec.config
+        self.indices = indices
+        self.location = spec.output
+        self.on_record = on_record
+        self.totals = Totals()
+        self.shared = SharedCounts(self.location, spec.node_index)
+        self.retries: deque[_Task] = deque()
+        self.plan_iter: Iterator[MiniBatch] = iter(())
+        self.peeked: MiniBatch | None = None
+        self.plan_done = False
+        self.init_failures = 0
+        self.last_init_error = ""
+        self.stop_reason: str | None = None
+        self.aborted = False
+        self.ppn = int(self.config.process_count_per_node)
+        self.slots = [
+            _Slot(logs.process_name(spec.node_index, self.ppn, i)) for i in range(self.ppn)
+        ]
+        self.cache_dir = ""
+        self.spec_path = ""
+        self._wake_r, self._wake_w = os.pipe()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Stop soon, from any thread or a signal handler: running mini-batches are killed."""
+        self.aborted = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def run(self) -> NodeResult:
+        try:
+            return self._run()
+        finally:
+            for slot in self.slots:
+                if slot.process is not None:
+                    slot.process.kill_tree()
+                    slot.process = None
+            if self.cache_dir:
+                shutil.rmtree(self.cache_dir, ignore_errors=True)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _run(self) -> NodeResult:
+        done = {i: r for i, r in read_records(self.location, self.indices).items() if r.status == OK}
+        for record in done.values():
+            self.totals.add(record)
+        self.shared.publish(self.totals)
+        todo = len(self.indices) - len(done)
+        if todo:
+            self.plan_iter = (b for b in iter_plan(self.location, self.indices) if b.index not in done)
+            self._prepare()
+            for slot in self.slots[: min(self.ppn, todo)]:
+                self._spawn(slot)
+            self._loop()
+        self.shared.publish(self.totals)
+        return NodeResult(self.spec.node_index, self.totals, self.stop_reason, self.aborted)
+
+    def _prepare(self) -> None:
+        spec = self.spec
+        self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{spec.node_index}-")
+        worker_spec = WorkerSpec(
+            entry_script=spec.entry_script, working_dir=spec.working_dir,
+            arguments=spec.arguments, output_root=str(self.location.root),
+            output_action=self.config.output_action,
+            append_row_separator=self.config.append_row_separator,
+            append_row_dataframe_header=self.config.append_row_dataframe_header,
+            logging_level=self.config.logging_level, ip=spec.ip,
+            node_index=spec.node_index, side_inputs=spec.side_inputs,
+        )
+        self.spec_path = os.path.join(self.cache_dir, "worker_spec.json")
+        with open(self.spec_path, "w", encoding="utf-8") as handle:
+            handle.write(worker_spec.to_json())
+        self.env = dict(os.environ)
+        self.env.update(self.config.environment_variables)
+        # The worker must import this package even when it is not installed (a source tree).
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, self.env.get("PYTHONPATH")) if p
+        )
+
+    def _spawn(self, slot: _Slot) -> None:
+        ip = self.spec.ip
+        slot.process = WorkerProcess(
+            slot.name, self.spec_path,
+            str(self.location.path(logs.user_stdout(ip, slot.name))),
+            str(self.location.path(logs.user_stderr(ip, slot.name))),
+            cwd=self.spec.working_dir, env=self.env,
+        )
+        slot.state = STARTING
+        slot.task = None
+        slot.since = time.monotonic()
+        slot.deadline = slot.since + self.config.effective_init_timeout
+
+    # -- work queue -----------------------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        if self._stopping():
+            return False
+        if self.retries:
+            return True
+        if self.peeked is None and not self.plan_done:
+            self.peeked = next(self.plan_iter, None)
+            self.plan_done = self.peeked is None
+        return self.peeked is not None
+
+    def _next_task(self) -> _Task | None:
+        if not self._has_work():
+            return None
+        if self.retries:
+            return self.retries.popleft()
+        batch, self.peeked = self.peeked, None
+        assert batch is not None
+        return _Task(batch)
+
+    def _stopping(self) -> bool:
+        return self.aborted or self.stop_reason is not None
+
+    def _local_items(self, task: _Task) -> list[str]:
+        """Remote files are fetched to this node's cache; local paths are used as they are."""
+        if task.local_items is None:
+            dataset = self.spec.datasets.get(task.batch.dataset)
+            if dataset is None or not any("://" in p and not p.startswith("file://")
+                                          for p in task.batch.items):
+                task.local_items = [p[7:] if p.startswith("file://") else p for p in task.batch.items]
+            else:
+                task.local_items = self._fetch(task.batch, dataset)
+        return task.local_items
+
+    def _fetch(self, batch: MiniBatch, dataset: Any) -> list[str]:
+        import fsspec
+
+        folder = os.path.join(self.cache_dir, f"mb{batch.index}")
+        local = []
+        for position, url in enumerate(batch.items):
+            target = os.path.join(folder, str(position), os.path.basename(url.rstrip("/")))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fs, path = fsspec.core.url_to_fs(url, **dataset.storage_options)
+            fs.get(path, target)
+            local.append(target)
+        return local
+
+    def _release(self, task: _Task) -> None:
+        shutil.rmtree(os.path.join(self.cache_dir, f"mb{task.batch.index}"), ignore_errors=True)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            self._check_thresholds()
+            if self._stopping():
+                self._stop_early()
+            for slot in self.slots:
+                if slot.state == IDLE:
+                    self._dispatch(slot)
+                elif slot.state == GONE and slot.process is None and self._has_work():
+                    if not self._init_gave_up():
+                        self._spawn(slot)
+            if all(slot.state == GONE for slot in self.slots):
+                return
+            now = time.monotonic()
+            timeout = min([POLL] + [max(0.0, s.deadline - now) for s in self.slots])
+            waitables: list[Any] = [self._wake_r]
+            owners: dict[Any, _Slot] = {}
+            for slot in self.slots:
+                if slot.process is not None:
+                    for w in slot.process.waitables():
+                        waitables.append(w)
+                        owners[w] = slot
+            for ready in wait(waitables, timeout):
+                if ready == self._wake_r:
+                    os.read(self._wake_r, 64)
+                    continue
+                slot = owners[ready]
+                if ready is slot.process.conn:
+                    self._receive(slot)
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.process is None:
+                    continue
+                if slot.process.exited() and not slot.process.conn.poll():
+                    self._on_exit(slot)
+                elif now >= slot.deadline:
+                    self._on_deadline(slot)
+
+    def _dispatch(self, slot: _Slot) -> None:
+        task = self._next_task()
+        assert slot.process is not None
+        if task is None:
+            slot.process.conn.send(Stop())
+            slot.state = STOPPING
+            slot.deadline = time.monotonic() + (STOP_GRACE if self._stopping() else SHUTDOWN_GRACE)
+            return
+        try:
+            items = self._local_items(task)
+        except Exception as exc:  # the store refused the files: this try fails, not the node
+            self._try_failed(slot.name, task, f"fetching the input files failed: "
+                             f"{type(exc).__name__}: {exc}", pid=None)
+            return
+        slot.task = task
+        slot.state = BUSY
+        slot.since = time.monotonic()
+        slot.deadline = slot.since + float(self.config.run_invocation_timeout)
+        slot.process.conn.send(RunMiniBatch(task.batch.index, task.batch.dataset, items,
+                                            task.try_number))
+
+    def _receive(self, slot: _Slot) -> None:
+        process = slot.process
+        assert process is not None
+        while process.conn.poll():
+            try:
+                message = process.conn.recv()
+            except (EOFError, OSError):  # it is dying: take what it left as its exit
+                try:
+                    process.popen.wait(timeout=5)
+                except Exception:
+                    pass
+                self._on_exit(slot)
+                return
+            self._on_message(slot, message)
+            if slot.process is not process:
+                return
+
+    def _on_message(self, slot: _Slot, message: Any) -> None:
+        if isinstance(message, Ready):
+            slot.state = IDLE
+            slot.deadline = float("inf")
+        elif isinstance(message, MiniBatchDone):
+            task = slot.task
+            assert task is not None and task.batch.index == message.index
+            record = MiniBatchRecord(message.index, OK, message.total, message.succeeded,
+                                     message.failed, task.try_number)
+            self._sys_line(slot, task, "ok", message.run_seconds, record)
+            if message.warning:
+                self.location.append_text(logs.MASTER_ROLE, logs.line(f"WARNING {message.warning}"))
+            self._finished(task, record)
+            slot.task = None
+            slot.state = IDLE
+            slot.deadline = float("inf")
+        elif isinstance(message, MiniBatchFailed):
+            task = slot.task
+            assert task is not None
+            slot.task = None
+            slot.state = IDLE
+            slot.deadline = float("inf")
+            self._sys_line(slot, task, "failed", message.run_seconds, None)
+            self._try_failed(slot.name, task, message.error, pid=slot.process.pid)
+        elif isinstance(message, InitFailed):
+            self._init_failed(slot, message.error)
+        elif isinstance(message, Stopped):
+            self._retire(slot)
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def _finished(self, task: _Task, record: MiniBatchRecord) -> None:
+        self._release(task)
+        self.totals.add(record)
+        if record.failed:
+            self.shared.publish(self.totals)
+        if self.on_record is not None:
+            self.on_record(self.spec.node_index, record)
+
+    def _try_failed(self, process: str, task: _Task, error: str, pid: int | None) -> None:
+        tries = int(self.config.run_max_try)
+        where = logs.user_error(self.spec.ip, process)
+        self.location.append_text(
+            logs.USER_ERROR_SUMMARY,
+            logs.line(f"mini-batch {task.batch.index} try {task.try_number}/{tries} "
+                      f"{process} pid {pid}: {error} (details: {where})"),
+        )
+        if task.try_number < tries and not self._stopping():
+            self.retries.appendleft(_Task(task.batch, task.try_number + 1, task.local_items))
+            return
+        if self._stopping():
+            return  # not recorded: a later run of the job tries it again
+        total = len(task.batch)
+        record = MiniBatchRecord(task.batch.index, FAILED, total, 0, total, task.try_number)
+        write_record(self.location, record)
+        self._finished(task, record)
+
+    def _on_deadline(self, slot: _Slot) -> None:
+        process = slot.process
+        assert process is not None
+        if slot.state == STARTING:
+            process.kill_tree()
+            slot.process = None
+            self._note(slot, process.pid, f"init() did not finish within "
+                       f"init_timeout {self.config.effective_init_timeout:g} s; the worker was killed")
+            self._init_failed(slot, f"init() timed out after {self.config.effective_init_timeout:g} s")
+        elif slot.state == BUSY:
+            task = slot.task
+            assert task is not None
+            process.dump_stack()
+            process.kill_tree()
+            slot.process = None
+            elapsed = time.monotonic() - slot.since
+            error = (f"run() timed out after {self.config.run_invocation_timeout} s "
+                     "(run_invocation_timeout); the worker and its child processes were killed")
+            self._note(slot, process.pid, f"mini-batch {task.batch.index} try {task.try_number}: {error}")
+            self._sys_line(slot, task, "timeout", elapsed, None, pid=process.pid)
+            slot.task = None
+            slot.state = GONE
+            self._try_failed(slot.name, task, error, pid=process.pid)
+        else:  # shutdown() overstayed, or a stop was not heeded
+            process.kill_tree()
+            slot.process = None
+            slot.state = GONE
+
+    def _on_exit(self, slot: _Slot) -> None:
+        process = slot.process
+        assert process is not None
+        how = process.describe_exit()
+        state, task = slot.state, slot.task
+        process.kill_tree()  # its leftovers, if any
+        slot.process = None
+        slot.state = GONE
+        slot.task = None
+        if state == BUSY and task is not None:
+            error = f"the worker process died during run() ({how})"
+            self._note(slot, process.pid, f"mini-batch {task.batch.index} try {task.try_number}: {error}")
+            self._sys_line(slot, task, "died", time.monotonic() - slot.since, None, pid=process.pid)
+            self._try_failed(slot.name, task, error, pid=process.pid)
+        elif state == STARTING:
+            self._note(slot, process.pid, f"the worker process died before init() finished ({how})")
+            self._init_failed(slot, f"the worker process died before init() finished ({how})",
+                              already_gone=True)
+
+    def _init_failed(self, slot: _Slot, error: str, already_gone: bool = False) -> None:
+        if slot.process is not None and not already_gone:
+            slot.process.kill_tree()
+        slot.process = None
+        slot.state = GONE
+        self.init_failures += 1
+        self.location.append_text(
+            logs.USER_ERROR_SUMMARY,
+            logs.line(f"init {slot.name}: {error} (details: {logs.user_error(self.spec.ip, slot.name)})"),
+        )
+        self.last_init_error = error
+        self._init_gave_up()
+
+    def _init_gave_up(self) -> bool:
+        limit = 3 * self.ppn
+        if self.init_failures >= limit and self.stop_reason is None:
+            self.stop_reason = (f"init() failed {self.init_failures} times (limit 3 x "
+                                f"process_count_per_node = {limit}); last: {self.last_init_error}")
+        return self.init_failures >= limit
+
+    def _retire(self, slot: _Slot) -> None:
+        if slot.process is not None:
+            slot.process.kill_tree()
+        slot.process = None
+        slot.state = GONE
+
+    def _check_thresholds(self) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = exceeded_while_running(self.config, self.shared.job_totals(self.totals))
+
+    def _stop_early(self) -> None:
+        """No new mini-batch; running ones are killed; idle workers are told to stop."""
+        for slot in self.slots:
+            if slot.state in (BUSY, STARTING) and slot.process is not None:
+                if slot.task is not None:
+                    self._sys_line(slot, slot.task, "stopped", time.monotonic() - slot.since, None)
+                slot.process.kill_tree()
+                slot.process = None
+                slot.task = None
+                slot.state = GONE
+
+    # -- logs -----------------------------------------------------------------------------------
+
+    def _note(self, slot: _Slot, pid: int, text: str) -> None:
+        self.location.append_text(logs.user_error(self.spec.ip, slot.name),
+                                  f"{logs.timestamp()} (pid {pid}) {text}\n\n")
+
+    def _sys_line(self, slot: _Slot, task: _Task, status: str, run_seconds: float,
+                  record: MiniBatchRecord | None, pid: int | None = None) -> None:
+        now = time.monotonic()
+        started = time.time() - (now - slot.since)
+        total = len(task.batch)
+        ok = record.succeeded if record else 0
+        self.location.append_text(
+            logs.sys_node_log(self.spec.ip, slot.name),
+            f"{logs.timestamp()} ip={self.spec.ip} pid={pid or (slot.process.pid if slot.process else '-')} "
+            f"mini_batch={task.batch.index} try={task.try_number} status={status} total={total} "
+            f"succeeded={ok} failed={total - ok} start={logs.timestamp(started)} "
+            f"duration={now - slot.since:.3f} run_time={run_seconds:.3f}\n",
+        )

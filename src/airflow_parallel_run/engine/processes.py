@@ -1,0 +1,97 @@
+"""Starting a worker process, and killing it with every process it started.
+
+Each worker leads its own session (so its process group holds what it started), and is
+watched through a pidfd, so the node learns of its death at once, whatever killed it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+
+import psutil
+
+
+class WorkerProcess:
+    """One running worker: its process, its message connection and its pidfd."""
+
+    def __init__(self, name: str, spec_path: str, stdout_path: str, stderr_path: str,
+                 cwd: str, env: dict[str, str]) -> None:
+        self.name = name
+        parent_sock, child_sock = socket.socketpair()
+        child_fd = child_sock.fileno()
+        os.makedirs(os.path.dirname(stdout_path), exist_ok=True)
+        os.makedirs(os.path.dirname(stderr_path), exist_ok=True)
+        with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "airflow_parallel_run.engine.worker", spec_path, name,
+                 str(child_fd)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
+                pass_fds=(child_fd,), start_new_session=True, close_fds=True,
+            )
+        child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        self.pid = self.popen.pid
+        try:
+            self.pidfd: int | None = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfd here: the node polls instead
+            self.pidfd = None
+
+    def waitables(self) -> list:
+        return [self.conn] if self.pidfd is None else [self.conn, self.pidfd]
+
+    def exited(self) -> bool:
+        return self.popen.poll() is not None
+
+    def describe_exit(self) -> str:
+        code = self.popen.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    def dump_stack(self) -> None:
+        """Ask the worker to write its threads' stacks to its error log (faulthandler)."""
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+
+    def kill_tree(self) -> None:
+        """SIGKILL the worker, its process group and every descendant, then reap it."""
+        try:
+            descendants = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for child in descendants:  # those that left the group (setsid) too
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        try:
+            self.popen.kill()
+        except ProcessLookupError:
+            pass
+        self.popen.wait()
+        psutil.wait_procs(descendants, timeout=5)
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None

@@ -1,0 +1,237 @@
+"""A worker process: load the entry script, init() once, run() mini-batches, shutdown() at the end.
+
+Started by the node as ``python -m airflow_parallel_run.engine.worker SPEC NAME FD`` with its
+stdout and stderr already pointing at the user's log files. It never imports Airflow (nor
+pandas, unless the script does). Timeouts are not handled here: the node kills the whole
+process group of a worker whose run() overstays.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib.util
+import inspect
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import ModuleType
+from typing import Any
+
+from .. import entry_script, logs
+from ..results import OK, MiniBatchRecord, write_record
+from ..storage import OutputLocation
+from .messages import (
+    InitFailed,
+    MiniBatchDone,
+    MiniBatchFailed,
+    Ready,
+    RunMiniBatch,
+    Stop,
+    Stopped,
+    WorkerSpec,
+)
+
+
+class ResultError(Exception):
+    """run() returned something that cannot be counted against its mini-batch."""
+
+
+@dataclass
+class MiniBatchContext:
+    """The second argument of ``run(mini_batch, mini_batch_context)``."""
+
+    minibatch_index: int
+    dataset: str
+    partition_key_value: dict[str, Any] | None = None
+    try_number: int = 1
+
+    @property
+    def mini_batch_index(self) -> int:
+        return self.minibatch_index
+
+
+def load_entry_script(path: str) -> ModuleType:
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load entry script {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _wants_context(run: Any) -> bool:
+    try:
+        params = list(inspect.signature(run).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _is_dataframe(value: Any) -> bool:
+    return type(value).__module__.startswith("pandas") and hasattr(value, "to_csv")
+
+
+def encode_result(result: Any, spec: WorkerSpec) -> tuple[int, bytes, str | None]:
+    """(number of results, output bytes, DataFrame header line) of what run() returned."""
+    if _is_dataframe(result):
+        header = None
+        if spec.append_row_dataframe_header:
+            header = spec.append_row_separator.join(str(c) for c in result.columns)
+        if spec.output_action != "append_row" or len(result) == 0:
+            return len(result), b"", header
+        text = result.to_csv(header=False, index=False, sep=spec.append_row_separator,
+                             lineterminator="\n")
+        return len(result), text.encode("utf-8"), header
+    if result is None or isinstance(result, str | bytes | dict) or not hasattr(result, "__len__"):
+        raise ResultError(
+            f"run() returned {type(result).__name__}"
+            f"{'' if result is None else ' ' + repr(result)[:80]}: it must return a list, "
+            "a tuple or a pandas.DataFrame with one entry per input item"
+        )
+    if spec.output_action != "append_row":
+        return len(result), b"", None
+    text = "".join(f"{item}\n" for item in result)
+    return len(result), text.encode("utf-8", "backslashreplace"), None
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, name: str, conn: Connection) -> None:
+        self.spec = spec
+        self.name = name
+        self.conn = conn
+        self.location = OutputLocation(spec.output_root)
+        self.error_log = self.location.path(logs.user_error(spec.ip, name))
+        self.run_fn: Any = None
+        self.with_context = False
+        self.module: ModuleType | None = None
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _write_traceback(self, what: str) -> str:
+        """Append the current exception's traceback to this process's error log; one line back."""
+        exc_type, exc, _ = sys.exc_info()
+        text = traceback.format_exc()
+        self.location.append_text(
+            logs.user_error(self.spec.ip, self.name),
+            f"{logs.timestamp()} {what} (pid {os.getpid()}):\n{text}\n",
+        )
+        return f"{exc_type.__name__ if exc_type else 'Error'}: {exc}".splitlines()[0]
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Load the script and call init(); tell the node how it went."""
+        spec = self.spec
+        sys.argv = [spec.entry_script, *spec.arguments]
+        if spec.working_dir not in sys.path[:1]:
+            sys.path.insert(0, spec.working_dir)
+        entry_script.install_azureml_alias()
+        entry_script.configure(entry_script._Context(
+            log_dir=str(self.location.path("logs")),
+            output_dir=str(self.location.root),
+            working_dir=spec.working_dir,
+            node_id=spec.ip,
+            process_name=self.name,
+            side_inputs=spec.side_inputs,
+            log_file=str(self.location.path(logs.entry_script_log(spec.ip, self.name))),
+            logging_level=spec.logging_level,
+        ))
+        try:
+            self.module = load_entry_script(spec.entry_script)
+            self.run_fn = getattr(self.module, "run", None)
+            if not callable(self.run_fn):
+                raise AttributeError(f"entry script {spec.entry_script} defines no run() function")
+            self.with_context = _wants_context(self.run_fn)
+            init = getattr(self.module, "init", None)
+            if callable(init):
+                init()
+        except BaseException:
+            error = self._write_traceback("loading the entry script or init() failed")
+            self.conn.send(InitFailed(os.getpid(), error))
+            return False
+        finally:
+            sys.stdout.flush()
+        self.conn.send(Ready(os.getpid()))
+        return True
+
+    def run_mini_batch(self, task: RunMiniBatch) -> None:
+        spec = self.spec
+        started = time.perf_counter()
+        try:
+            if self.with_context:
+                context = MiniBatchContext(task.index, task.dataset, task.partition_key_value,
+                                           task.try_number)
+                result = self.run_fn(task.items, context)
+            else:
+                result = self.run_fn(task.items)
+            run_seconds = time.perf_counter() - started
+            count, payload, header = encode_result(result, spec)
+        except BaseException:
+            run_seconds = time.perf_counter() - started
+            error = self._write_traceback(f"mini-batch {task.index} try {task.try_number} failed")
+            self.conn.send(MiniBatchFailed(task.index, error, run_seconds))
+            return
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        total = len(task.items)
+        succeeded = min(count, total)
+        warning = None
+        if count > total:
+            warning = (f"run() returned {count} results for {total} items in mini-batch "
+                       f"{task.index}; all are written out")
+        record = MiniBatchRecord(task.index, OK, total, succeeded, total - succeeded,
+                                 task.try_number, header)
+        write_record(self.location, record, payload)
+        self.conn.send(MiniBatchDone(task.index, total, succeeded, total - succeeded,
+                                     run_seconds, warning))
+
+    def shutdown(self) -> None:
+        shutdown = getattr(self.module, "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()
+            except BaseException:
+                self._write_traceback("shutdown() failed")
+        sys.stdout.flush()
+
+    def serve(self) -> int:
+        if not self.start():
+            return 3
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):  # the node is gone: nothing more to do
+                return 0
+            if isinstance(message, Stop):
+                self.shutdown()
+                self.conn.send(Stopped())
+                return 0
+            self.run_mini_batch(message)
+
+
+def main(argv: list[str]) -> int:
+    spec_path, name, fd = argv[1], argv[2], int(argv[3])
+    with open(spec_path, encoding="utf-8") as handle:
+        spec = WorkerSpec.from_json(handle.read())
+    conn = Connection(fd)
+    os.set_inheritable(fd, False)
+    # Line-buffered so the user's prints are in the log even when run() hangs and is killed.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    worker = Worker(spec, name, conn)
+    # On a timeout the node sends SIGUSR1 first: the stack of the stuck run() lands in the log.
+    worker.error_log.parent.mkdir(parents=True, exist_ok=True)
+    stack_log = open(worker.error_log, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the handler
+    faulthandler.register(signal.SIGUSR1, file=stack_log, all_threads=True)
+    return worker.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,19 @@
+"""Errors a user can act on: each names the thing, the value and the rule."""
+
+from __future__ import annotations
+
+
+class ParallelRunError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(ParallelRunError, ValueError):
+    """A configuration value breaks a rule (CLI exit status 2)."""
+
+
+class InputError(ParallelRunError):
+    """An input or side input cannot be used as given (CLI exit status 2)."""
+
+
+class EntryScriptError(ParallelRunError):
+    """The entry script is missing, does not compile, or has no run() (CLI exit status 2)."""

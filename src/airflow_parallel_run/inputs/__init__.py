@@ -1,0 +1,6 @@
+"""Inputs: datasets are descriptions (paths, later byte ranges); only workers read their data."""
+
+from .files import FileDataset, InputItem
+from .side_inputs import SideInput
+
+__all__ = ["FileDataset", "InputItem", "SideInput"]

@@ -1,0 +1,61 @@
+"""SideInput: a file or folder every worker needs (a model, a label list), fetched once per node."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InputError
+from .files import is_remote
+
+
+@dataclass
+class SideInput:
+    """A path (or fsspec URL) made available to the entry script under ``name``.
+
+    When a SideInput appears in ``arguments`` it is replaced by its local path.
+    """
+
+    path: str
+    name: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    conn_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.path = os.fspath(self.path)
+        if not self.path:
+            raise InputError("SideInput: path must not be empty")
+        if self.name is None:
+            self.name = os.path.basename(self.path.rstrip("/")) or "side_input"
+        if not isinstance(self.name, str) or "/" in self.name or self.name in (".", ".."):
+            raise InputError(f"SideInput name {self.name!r}: must be a plain name")
+
+    def fetch(self, cache_dir: str) -> str:
+        """The local path of this side input, fetched into ``cache_dir`` if it is remote."""
+        if not is_remote(self.path):
+            local = self.path[len("file://"):] if self.path.startswith("file://") else self.path
+            local = os.path.abspath(local)
+            if not os.path.exists(local):
+                raise InputError(f"side input {self.name!r}: {self.path!r} does not exist")
+            return local
+        import fsspec
+
+        from ..storage import describe_storage_error
+
+        target = os.path.join(cache_dir, "side_inputs", self.name)
+        try:
+            fs, root = fsspec.core.url_to_fs(self.path, **self.storage_options)
+            if not fs.exists(root):
+                raise InputError(f"side input {self.name!r}: {self.path!r} does not exist")
+            if fs.isdir(root):
+                fs.get(root.rstrip("/") + "/", target, recursive=True)
+            else:
+                os.makedirs(target, exist_ok=True)
+                target = os.path.join(target, os.path.basename(root))
+                fs.get(root, target)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(describe_storage_error(self.path, exc)) from None
+        return target

@@ -1,0 +1,55 @@
+"""Where each log lives under ``<output>/logs`` (SPEC.md, "Outputs and logs"), and its lines."""
+
+from __future__ import annotations
+
+import socket
+import time
+from datetime import datetime, timezone
+
+JOB_RESULT = "logs/job_result.txt"
+JOB_PROGRESS = "logs/job_progress_overview.txt"
+MASTER_ROLE = "logs/sys/master_role.txt"
+USER_ERROR_SUMMARY = "logs/user/error.txt"
+
+
+def node_ip() -> str:
+    """This machine's address, as Azure names log folders; loopback when it has none."""
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        address = "127.0.0.1"
+    return address
+
+
+def process_name(node_index: int, process_count_per_node: int, worker_index: int) -> str:
+    """``processNNN``, unique across the job (replacements keep the name)."""
+    return f"process{node_index * process_count_per_node + worker_index:03d}"
+
+
+def sys_node_log(ip: str, process: str) -> str:
+    return f"logs/sys/node/{ip}/{process}.txt"
+
+
+def user_stdout(ip: str, process: str) -> str:
+    return f"logs/user/stdout/{ip}/{process}.stdout.txt"
+
+
+def user_stderr(ip: str, process: str) -> str:
+    return f"logs/user/stderr/{ip}/{process}.stderr.txt"
+
+
+def user_error(ip: str, process: str) -> str:
+    return f"logs/user/error/{ip}/{process}.txt"
+
+
+def entry_script_log(ip: str, process: str) -> str:
+    return f"logs/user/entry_script_log/{ip}/{process}.log.txt"
+
+
+def timestamp(epoch: float | None = None) -> str:
+    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def line(text: str) -> str:
+    return f"{timestamp()} {text}\n"

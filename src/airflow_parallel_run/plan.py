@@ -1,0 +1,204 @@
+"""Planning: inputs -> mini-batch descriptors in the output location -> shards for the nodes.
+
+The planner streams the inputs once. Mini-batches are written to plan chunks as they form, so
+only one mini-batch is held at a time; a node later reads just the chunks of its shard. The
+job's fingerprint (inputs' names, sizes and times, the script, the arguments and the settings
+that change results) decides whether an earlier run in the same output location is resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .config import ParallelRunConfig
+from .storage import PLAN_CHUNK, STATE_DIR, OutputLocation
+
+PLAN_DIR = f"{STATE_DIR}/plan"
+JOB_FILE = f"{STATE_DIR}/job.json"
+
+# Settings that change what a finished mini-batch holds; the others (counts of nodes and
+# processes, timeouts, thresholds, logging) may change between a run and its resumption.
+RESULT_FIELDS = (
+    "mini_batch_size",
+    "output_action",
+    "append_row_dataframe_header",
+    "append_row_separator",
+    "partition_keys",
+    "environment_variables",
+)
+
+
+@dataclass(slots=True)
+class MiniBatch:
+    """A mini-batch descriptor: small enough to ship anywhere, read only by its worker."""
+
+    index: int
+    dataset: str
+    items: list[str]
+
+    def to_json(self) -> str:
+        return json.dumps([self.index, self.dataset, self.items])
+
+    @classmethod
+    def from_json(cls, line: str) -> MiniBatch:
+        index, dataset, items = json.loads(line)
+        return cls(index, dataset, items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class PlanSummary:
+    """What the planner found; kept in ``.parallel_run/job.json``."""
+
+    fingerprint: str
+    mini_batch_count: int
+    item_count: int
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    planning_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanSummary:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def shard_range(mini_batch_count: int, node_count: int, node_index: int) -> range:
+    """Node ``node_index``'s contiguous share; shares differ in size by at most one."""
+    start = node_index * mini_batch_count // node_count
+    end = (node_index + 1) * mini_batch_count // node_count
+    return range(start, end)
+
+
+def _chunk_rel(chunk: int, plan_dir: str = PLAN_DIR) -> str:
+    return f"{plan_dir}/{chunk:05d}.jsonl"
+
+
+class _ChunkWriter:
+    def __init__(self, location: OutputLocation, plan_dir: str) -> None:
+        self.location = location
+        self.plan_dir = plan_dir
+        self.lines: list[str] = []
+        self.chunk = 0
+        location.makedirs(plan_dir)
+
+    def add(self, batch: MiniBatch) -> None:
+        self.lines.append(batch.to_json())
+        if len(self.lines) == PLAN_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            data = ("\n".join(self.lines) + "\n").encode()
+            self.location.write_atomic(_chunk_rel(self.chunk, self.plan_dir), data)
+            self.chunk += 1
+            self.lines = []
+
+
+def _hash_tree(hasher: Any, folder: str, skip: str) -> None:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if d not in (".git", "__pycache__", ".venv", "node_modules")
+            and os.path.join(dirpath, d) != skip
+        )
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            hasher.update(f"{os.path.relpath(path, folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+
+
+def script_fingerprint(
+    config: ParallelRunConfig, entry_script: str, source_directory: str | None,
+    arguments: Sequence[str], output_root: str,
+) -> str:
+    """What, besides the inputs, decides a job's results."""
+    hasher = hashlib.sha256()
+    settings = {name: getattr(config, name) for name in RESULT_FIELDS}
+    settings["partition_keys"] = list(config.partition_keys or [])
+    hasher.update(json.dumps({"settings": settings, "arguments": list(arguments)},
+                             sort_keys=True, default=str).encode())
+    with open(entry_script, "rb") as handle:
+        hasher.update(hashlib.sha256(handle.read()).digest())
+    if source_directory:
+        _hash_tree(hasher, source_directory, skip=output_root)
+    return hasher.hexdigest()
+
+
+def plan_job(
+    inputs: Sequence[Any], config: ParallelRunConfig, location: OutputLocation, base_fingerprint: str
+) -> PlanSummary:
+    """List the inputs once, write the mini-batches into a new plan, and return its summary.
+
+    The new plan is written beside the old one and swapped in by :func:`adopt_plan`.
+    """
+    started = time.monotonic()
+    hasher = hashlib.sha256(base_fingerprint.encode())
+    plan_dir = f"{STATE_DIR}/plan.new-{os.getpid()}"
+    location.remove(plan_dir)
+    writer = _ChunkWriter(location, plan_dir)
+    size = config.files_per_mini_batch()
+    index = items = 0
+    datasets = []
+    for dataset in inputs:
+        hasher.update(json.dumps(dataset.to_dict(), sort_keys=True).encode())
+        first, first_item = index, items
+        batch: list[str] = []
+        for item in dataset.iter_items():
+            hasher.update(f"{item.path}\0{item.size}\0{item.mtime}\n".encode("utf-8", "surrogateescape"))
+            batch.append(item.path)
+            if len(batch) == size:
+                writer.add(MiniBatch(index, dataset.name, batch))
+                index += 1
+                items += len(batch)
+                batch = []
+        if batch:
+            writer.add(MiniBatch(index, dataset.name, batch))
+            index += 1
+            items += len(batch)
+        datasets.append({"name": dataset.name, "kind": dataset.kind, "paths": dataset.paths,
+                         "first_mini_batch": first, "mini_batches": index - first,
+                         "items": items - first_item})
+    writer.flush()
+    summary = PlanSummary(hasher.hexdigest(), index, items, datasets, time.monotonic() - started)
+    summary.datasets = datasets
+    location.write_json(f"{plan_dir}/summary.json", summary.to_dict())
+    return summary
+
+
+def adopt_plan(location: OutputLocation, summary: PlanSummary) -> bool:
+    """Make the new plan the job's. Returns True when an earlier run of the same job resumes.
+
+    An earlier run of a different job (other inputs, script, arguments or settings) in the same
+    output location is cleared away: its results must not mix with ours.
+    """
+    new_dir = f"{STATE_DIR}/plan.new-{os.getpid()}"
+    previous = location.read_json(JOB_FILE)
+    resumes = previous is not None and previous.get("fingerprint") == summary.fingerprint
+    if not resumes:
+        for rel in (STATE_DIR + "/results", STATE_DIR + "/counts", "logs"):
+            location.remove(rel)
+    location.remove(PLAN_DIR)
+    location.rename(new_dir, PLAN_DIR)
+    location.write_json(JOB_FILE, summary.to_dict())
+    return resumes
+
+
+def iter_plan(location: OutputLocation, indices: range) -> Iterator[MiniBatch]:
+    """The mini-batches of ``indices``, read chunk by chunk."""
+    if not indices:
+        return
+    for chunk in range(indices.start // PLAN_CHUNK, (indices.stop - 1) // PLAN_CHUNK + 1):
+        for line in location.iter_lines(_chunk_rel(chunk)):
+            batch = MiniBatch.from_json(line)
+            if batch.index in indices:
+                yield batch

@@ -1,0 +1,128 @@
+"""The reducer: judge the whole job from its durable records and assemble the output file.
+
+Reads every mini-batch record in index order (so the output follows input order), copies the
+results into a temporary file, and renames it to ``append_row_file_name`` only when the job
+succeeded: a reader sees the whole file or none.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import logs
+from .config import ParallelRunConfig
+from .results import read_record
+from .storage import OutputLocation
+from .thresholds import Totals, final_verdict
+
+
+@dataclass
+class JobResult:
+    """How a job ended: what the CLI prints and what an Airflow reducer acts on."""
+
+    success: bool
+    reason: str | None
+    totals: Totals
+    mini_batch_count: int
+    item_count: int
+    output_dir: str
+    output_file: str | None = None
+    missing_mini_batches: int = 0
+    elapsed_seconds: float = 0.0
+    resumed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["totals"] = self.totals.__dict__
+        return data
+
+    def summary(self) -> str:
+        t = self.totals
+        status = "SUCCESS" if self.success else "FAILED"
+        text = (f"{status}: {t.succeeded_items} items succeeded, {t.failed_items} failed; "
+                f"{t.mini_batches_done} of {self.mini_batch_count} mini-batches done, "
+                f"{t.failed_mini_batches} failed; {self.elapsed_seconds:.1f} s")
+        if self.reason:
+            text += f"\nreason: {self.reason}"
+        if self.output_file:
+            text += f"\noutput: {self.output_file}"
+        else:
+            text += f"\noutput folder: {self.output_dir}"
+        return text
+
+
+def reduce_job(
+    location: OutputLocation, config: ParallelRunConfig, mini_batch_count: int, item_count: int,
+    stop_reasons: list[str], started: float | None = None, resumed: bool = False,
+) -> JobResult:
+    """Count every record, judge the job, and write the output file and logs/job_result.txt."""
+    append = config.output_action == "append_row"
+    target = location.path(config.append_row_file_name)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    totals = Totals()
+    missing = 0
+    header_written = False
+    out = open(tmp, "wb") if append else None
+    try:
+        for index in range(mini_batch_count):
+            found = read_record(location, index)
+            if found is None:
+                missing += 1
+                continue
+            record, payload = found
+            totals.add(record)
+            if out is not None:
+                if record.header is not None and not header_written:
+                    out.write(record.header.encode("utf-8") + b"\n")
+                    header_written = True
+                out.write(payload)
+    finally:
+        if out is not None:
+            out.close()
+
+    reason = next((r for r in stop_reasons if r), None)
+    if reason is None and missing:
+        reason = (f"{missing} of {mini_batch_count} mini-batches have no result: a node did "
+                  "not finish (see logs/sys/master_role.txt)")
+    if reason is None:
+        reason = final_verdict(config, totals, mini_batch_count)
+    success = reason is None
+
+    output_file = None
+    if append and success:
+        os.replace(tmp, target)
+        output_file = str(target)
+    else:
+        if append:
+            os.unlink(tmp)
+        if not success:
+            target.unlink(missing_ok=True)  # an older run's file must not pass for this one's
+    elapsed = time.time() - started if started else 0.0
+    result = JobResult(success, reason, totals, mini_batch_count, item_count,
+                       str(location.root), output_file, missing, elapsed, resumed)
+    write_job_result(location, result)
+    return result
+
+
+def write_job_result(location: OutputLocation, result: JobResult) -> None:
+    t = result.totals
+    lines = [
+        "SUCCESS" if result.success else "FAILED",
+        f"reason: {result.reason}" if result.reason else "reason: none",
+        f"mini-batches: {result.mini_batch_count} planned, {t.mini_batches_done} done, "
+        f"{t.failed_mini_batches} failed, {result.missing_mini_batches} without a result",
+        f"items: {result.item_count} planned, {t.succeeded_items} succeeded, {t.failed_items} failed",
+        f"output: {result.output_file or 'none'}",
+        f"elapsed: {result.elapsed_seconds:.1f} s",
+    ]
+    if not result.success:
+        errors = sum(1 for _ in location.iter_lines(logs.USER_ERROR_SUMMARY))
+        if errors:
+            lines.append(f"see {logs.USER_ERROR_SUMMARY}: {errors} errors, full tracebacks in logs/user/error/")
+    location.write_atomic(logs.JOB_RESULT, ("\n".join(lines) + "\n").encode())
+    location.append_text(logs.MASTER_ROLE, logs.line(f"job result: {lines[0]}; " + "; ".join(lines[1:])))

@@ -1,0 +1,80 @@
+"""Durable per-mini-batch results: one record file per finished mini-batch.
+
+A record is one JSON header line followed by the output lines of the mini-batch, written
+atomically. A mini-batch counts as done only once its record exists, so a node that is
+killed and started again runs exactly the mini-batches without a record (or with a failed one).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .storage import PLAN_CHUNK, STATE_DIR, OutputLocation
+
+RESULTS_DIR = f"{STATE_DIR}/results"
+OK = "ok"
+FAILED = "failed"
+
+
+@dataclass(slots=True)
+class MiniBatchRecord:
+    """The outcome of one mini-batch: ``ok`` (run() returned) or ``failed`` (every try failed)."""
+
+    index: int
+    status: str
+    total: int
+    succeeded: int
+    failed: int
+    tries: int
+    header: str | None = None  # a DataFrame result's header line, written once in the output
+
+    def encode(self, payload: bytes = b"") -> bytes:
+        return json.dumps(asdict(self)).encode() + b"\n" + payload
+
+    @classmethod
+    def decode(cls, data: bytes) -> tuple[MiniBatchRecord, bytes]:
+        head, _, payload = data.partition(b"\n")
+        return cls(**json.loads(head)), payload
+
+    @property
+    def failed_mini_batch(self) -> bool:
+        return self.status == FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record_rel(index: int) -> str:
+    return f"{RESULTS_DIR}/{index // PLAN_CHUNK:05d}/{index:09d}.rec"
+
+
+def write_record(location: OutputLocation, record: MiniBatchRecord, payload: bytes = b"") -> None:
+    location.write_atomic(record_rel(record.index), record.encode(payload))
+
+
+def read_record(location: OutputLocation, index: int) -> tuple[MiniBatchRecord, bytes] | None:
+    try:
+        data = location.path(record_rel(index)).read_bytes()
+    except FileNotFoundError:
+        return None
+    return MiniBatchRecord.decode(data)
+
+
+def read_records(location: OutputLocation, indices: range) -> dict[int, MiniBatchRecord]:
+    """The records that exist among ``indices`` (headers only)."""
+    found: dict[int, MiniBatchRecord] = {}
+    if not indices:
+        return found
+    for chunk in range(indices.start // PLAN_CHUNK, (indices.stop - 1) // PLAN_CHUNK + 1):
+        folder = f"{RESULTS_DIR}/{chunk:05d}"
+        for name in location.listdir(folder):
+            if not name.endswith(".rec") or name.startswith("."):
+                continue
+            index = int(name[:-4])
+            if index in indices:
+                with open(location.path(f"{folder}/{name}"), "rb") as handle:
+                    head = handle.readline()
+                found[index] = MiniBatchRecord(**json.loads(head))
+    return found
