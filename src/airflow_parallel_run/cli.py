@@ -98,10 +98,10 @@ class ProgressDisplay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, summary: Any, progress: Any, resumed: bool) -> None:
-        note = " (resuming: finished mini-batches are kept)" if resumed else ""
-        print(f"parallel-run: {summary.item_count} items in {summary.mini_batch_count} "
-              f"mini-batches{note}", file=self.stream, flush=True)
+    def start(self, job_plan: Any, progress: Any) -> None:
+        note = " (resuming: finished mini-batches are kept)" if job_plan.resumed else ""
+        print(f"parallel-run: {job_plan.item_count} items in {job_plan.mini_batch_count} "
+              f"mini-batches on {job_plan.node_count} node(s){note}", file=self.stream, flush=True)
         self.progress = progress
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()

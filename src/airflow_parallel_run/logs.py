@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 JOB_RESULT = "logs/job_result.txt"
 JOB_PROGRESS = "logs/job_progress_overview.txt"
@@ -47,7 +47,7 @@ def entry_script_log(ip: str, process: str) -> str:
 
 
 def timestamp(epoch: float | None = None) -> str:
-    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, tz=timezone.utc)
+    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -11,15 +11,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .. import logs
 from ..config import ParallelRunConfig, check_arguments
-from ..errors import EntryScriptError
+from ..errors import ConfigError, EntryScriptError
 from ..inputs import SideInput
-from ..plan import PlanSummary, adopt_plan, plan_job, script_fingerprint, shard_range
-from ..reduce import JobResult, reduce_job, write_job_result
+from ..plan import adopt_plan, plan_job, script_fingerprint, shard_range
+from ..reduce import JobResult, reduce_job
 from ..results import MiniBatchRecord
 from ..storage import OutputLocation
 from ..thresholds import Totals, clear_counts
@@ -82,26 +82,105 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def resolve_arguments(arguments: Sequence[Any], side_inputs: dict[str, str],
-                      objects: Sequence[SideInput], cache_dir: str) -> list[str]:
-    """SideInput objects in ``arguments`` become their local paths; everything else a str."""
-    resolved = []
-    for arg in arguments:
-        if isinstance(arg, SideInput):
-            if arg.name not in side_inputs:
-                side_inputs[arg.name] = arg.fetch(cache_dir)
-            resolved.append(side_inputs[arg.name])
-        else:
-            resolved.append(str(arg))
-    return resolved
+def _fingerprint_arguments(arguments: Sequence[Any]) -> list[str]:
+    return [f"SideInput({a.path!r})" if isinstance(a, SideInput) else str(a) for a in arguments]
+
+
+class Job:
+    """What the user asked for, checked: config (rendered), inputs, output, arguments, side inputs.
+
+    Made once per process that takes part (the CLI; each Airflow task); cheap to make.
+    """
+
+    def __init__(self, config: ParallelRunConfig, inputs: Sequence[Any], output: str,
+                 arguments: Sequence[Any] | None = None,
+                 side_inputs: Sequence[SideInput] | None = None) -> None:
+        self.config = config.rendered()
+        self.inputs = list(inputs)
+        self.arguments = check_arguments(list(arguments or []))
+        self.side_inputs = list(side_inputs or [])
+        for arg in self.arguments:
+            if isinstance(arg, SideInput) and arg.name not in {s.name for s in self.side_inputs}:
+                self.side_inputs.append(arg)
+        self.script = resolve_entry_script(self.config)
+        self.location = OutputLocation(output)
+        self.config.files_per_mini_batch()  # a size in bytes for a file input is an error
+        names = [d.name for d in self.inputs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"inputs: names must differ, got {names}")
+
+
+@dataclass
+class JobPlan:
+    """The planner's answer: small enough for an XCom; nodes and reducer start from it."""
+
+    output: str
+    mini_batch_count: int
+    item_count: int
+    node_count: int
+    fingerprint: str
+    resumed: bool
+    started: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobPlan:
+        return cls(**data)
+
+    def shard(self, node_index: int) -> range:
+        return shard_range(self.mini_batch_count, self.node_count, node_index)
+
+
+def plan(job: Job) -> JobPlan:
+    """List the inputs into a plan in the output location; resume an identical earlier run."""
+    started = time.time()
+    config, location = job.config, job.location
+    location.makedirs()
+    base = script_fingerprint(config, job.script.path,
+                              config.source_directory and job.script.working_dir,
+                              _fingerprint_arguments(job.arguments), str(location.root))
+    summary = plan_job(job.inputs, config, location, base)
+    resumed = adopt_plan(location, summary)
+    clear_counts(location)
+    node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
+    location.append_text(logs.MASTER_ROLE, logs.line(
+        f"planned {summary.item_count} items in {summary.mini_batch_count} mini-batches "
+        f"from {len(job.inputs)} input(s) in {summary.planning_seconds:.2f} s; {node_count} node(s) x "
+        f"{config.process_count_per_node} process(es); "
+        + ("resuming an earlier run of the same job" if resumed else "fresh run")))
+    return JobPlan(str(location.url), summary.mini_batch_count, summary.item_count, node_count,
+                   summary.fingerprint, resumed, started)
+
+
+def make_node(job: Job, job_plan: JobPlan, node_index: int,
+              on_record: Callable[[int, MiniBatchRecord], None] | None = None) -> Node:
+    spec = NodeSpec(config=job.config, entry_script=job.script.path,
+                    working_dir=job.script.working_dir, arguments=job.arguments,
+                    output=job.location, node_index=node_index,
+                    datasets={d.name: d for d in job.inputs}, side_inputs=job.side_inputs)
+    return Node(spec, job_plan.shard(node_index), on_record)
+
+
+def reduce(job: Job, job_plan: JobPlan, node_results: Sequence[NodeResult | None]) -> JobResult:
+    """Judge the job from its records; a node that did not report counts against it."""
+    reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
+    if any(r is not None and r.aborted for r in node_results):
+        reasons.append("the job was interrupted before it finished; run it again to resume")
+    result = reduce_job(job.location, job.config, job_plan.mini_batch_count, job_plan.item_count,
+                        reasons, job_plan.started, job_plan.resumed)
+    if job_plan.mini_batch_count == 0:
+        result.notes.append("the input is empty: nothing to do")
+    return result
 
 
 class Progress:
     """Counts mini-batches as nodes finish them; thread-safe; read by the CLI's display."""
 
-    def __init__(self, mini_batch_count: int, item_count: int) -> None:
-        self.mini_batch_count = mini_batch_count
-        self.item_count = item_count
+    def __init__(self, job_plan: JobPlan) -> None:
+        self.mini_batch_count = job_plan.mini_batch_count
+        self.item_count = job_plan.item_count
         self.totals = Totals()
         self.started = time.monotonic()
         self._lock = threading.Lock()
@@ -117,59 +196,28 @@ def run_job(
     output: str,
     arguments: Sequence[Any] | None = None,
     side_inputs: Sequence[SideInput] | None = None,
-    on_plan: Callable[[PlanSummary, Progress, bool], None] | None = None,
+    on_plan: Callable[[JobPlan, Progress], None] | None = None,
     stop_event: threading.Event | None = None,
 ) -> JobResult:
-    """Plan, run every node on this machine, reduce. Raises ParallelRunError on bad input."""
-    started = time.time()
-    config = config.rendered()
-    args = check_arguments(arguments)
-    script = resolve_entry_script(config)
-    location = OutputLocation(output)
-    location.makedirs()
-    config.files_per_mini_batch()  # a size in bytes for a file input is a configuration error
+    """Plan, run every node on this machine (a thread each), reduce.
 
-    cache_dir = str(location.path(".parallel_run/side_inputs"))
-    side_paths: dict[str, str] = {}
-    for side in side_inputs or []:
-        side_paths[side.name] = side.fetch(cache_dir)
-    resolved_args = resolve_arguments(args, side_paths, list(side_inputs or []), cache_dir)
-
-    base = script_fingerprint(config, script.path, config.source_directory and script.working_dir,
-                              resolved_args, str(location.root))
-    summary = plan_job(inputs, config, location, base)
-    resumed = adopt_plan(location, summary)
-    clear_counts(location)
-    node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
-    location.append_text(logs.MASTER_ROLE, logs.line(
-        f"planned {summary.item_count} items in {summary.mini_batch_count} mini-batches "
-        f"from {len(inputs)} input(s) in {summary.planning_seconds:.2f} s; {node_count} node(s) x "
-        f"{config.process_count_per_node} process(es); "
-        + ("resuming an earlier run of the same job" if resumed else "fresh run")))
-    progress = Progress(summary.mini_batch_count, summary.item_count)
+    Raises ParallelRunError (ConfigError, InputError, EntryScriptError) on bad input.
+    """
+    job = Job(config, inputs, output, arguments, side_inputs)
+    job_plan = plan(job)
+    progress = Progress(job_plan)
     if on_plan is not None:
-        on_plan(summary, progress, resumed)
-
-    if summary.mini_batch_count == 0:
-        result = reduce_job(location, config, 0, 0, [], started, resumed)
-        result.notes.append("the input is empty: nothing to do")
-        write_job_result(location, result)
-        return result
-
-    datasets = {d.name: d for d in inputs}
-    nodes = []
-    for index in range(node_count):
-        spec = NodeSpec(config=config, entry_script=script.path, working_dir=script.working_dir,
-                        arguments=resolved_args, output=location, node_index=index,
-                        datasets=datasets, side_inputs=side_paths)
-        nodes.append(Node(spec, shard_range(summary.mini_batch_count, node_count, index), progress))
-    results: list[NodeResult | None] = [None] * node_count
+        on_plan(job_plan, progress)
+    if job_plan.mini_batch_count == 0:
+        return reduce(job, job_plan, [])
+    nodes = [make_node(job, job_plan, i, progress) for i in range(job_plan.node_count)]
+    results: list[NodeResult | None] = [None] * len(nodes)
 
     def run_node(i: int) -> None:
         results[i] = nodes[i].run()
 
     threads = [threading.Thread(target=run_node, args=(i,), name=f"node-{i}", daemon=True)
-               for i in range(node_count)]
+               for i in range(len(nodes))]
     for thread in threads:
         thread.start()
     try:
@@ -186,8 +234,4 @@ def run_job(
         for thread in threads:
             thread.join()
         raise
-    reasons = [r.stop_reason for r in results if r is not None and r.stop_reason]
-    if any(r is None or r.aborted for r in results):
-        reasons.append("the job was interrupted before it finished; run it again to resume")
-    return reduce_job(location, config, summary.mini_batch_count, summary.item_count, reasons,
-                      started, resumed)
+    return reduce(job, job_plan, results)

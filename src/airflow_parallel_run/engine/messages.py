@@ -9,7 +9,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
 # -- node -> worker ---------------------------------------------------------------------------
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 from .. import logs
 from ..config import ParallelRunConfig
+from ..inputs import SideInput
 from ..plan import MiniBatch, iter_plan
 from ..results import FAILED, OK, MiniBatchRecord, read_records, write_record
 from ..storage import OutputLocation
@@ -58,11 +59,11 @@ class NodeSpec:
     config: ParallelRunConfig
     entry_script: str
     working_dir: str
-    arguments: list[str]
+    arguments: list[Any]  # strings, and SideInput objects that become local paths
     output: OutputLocation
     node_index: int
     datasets: dict[str, Any] = field(default_factory=dict)  # name -> dataset (to fetch remote files)
-    side_inputs: dict[str, str] = field(default_factory=dict)  # name -> local path
+    side_inputs: list[SideInput] = field(default_factory=list)  # fetched once by the node
     ip: str = field(default_factory=logs.node_ip)
 
 
@@ -74,8 +75,13 @@ class NodeResult:
     aborted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"node_index": self.node_index, "totals": self.totals.__dict__,
+        return {"node_index": self.node_index, "totals": dict(self.totals.__dict__),
                 "stop_reason": self.stop_reason, "aborted": self.aborted}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NodeResult:
+        return cls(data["node_index"], Totals(**data["totals"]), data.get("stop_reason"),
+                   data.get("aborted", False))
 
 
 @dataclass
@@ -168,14 +174,17 @@ class Node:
     def _prepare(self) -> None:
         spec = self.spec
         self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{spec.node_index}-")
+        side_paths = {side.name: side.fetch(self.cache_dir) for side in spec.side_inputs}
+        arguments = [side_paths[a.name] if isinstance(a, SideInput) else str(a)
+                     for a in spec.arguments]
         worker_spec = WorkerSpec(
             entry_script=spec.entry_script, working_dir=spec.working_dir,
-            arguments=spec.arguments, output_root=str(self.location.root),
+            arguments=arguments, output_root=str(self.location.root),
             output_action=self.config.output_action,
             append_row_separator=self.config.append_row_separator,
             append_row_dataframe_header=self.config.append_row_dataframe_header,
             logging_level=self.config.logging_level, ip=spec.ip,
-            node_index=spec.node_index, side_inputs=spec.side_inputs,
+            node_index=spec.node_index, side_inputs=side_paths,
         )
         self.spec_path = os.path.join(self.cache_dir, "worker_spec.json")
         with open(self.spec_path, "w", encoding="utf-8") as handle:
