@@ -47,6 +47,8 @@ class JobResult:
         text = (f"{status}: {t.succeeded_items} items succeeded, {t.failed_items} failed; "
                 f"{t.mini_batches_done} of {self.mini_batch_count} mini-batches done, "
                 f"{t.failed_mini_batches} failed; {self.elapsed_seconds:.1f} s")
+        if self.resumed:
+            text += " (resumed an earlier run of the same job)"
         if self.reason:
             text += f"\nreason: {self.reason}"
         if self.output_file:

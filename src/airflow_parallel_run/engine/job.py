@@ -10,6 +10,7 @@ import ast
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -166,6 +167,8 @@ def make_node(job: Job, job_plan: JobPlan, node_index: int,
 def reduce(job: Job, job_plan: JobPlan, node_results: Sequence[NodeResult | None]) -> JobResult:
     """Judge the job from its records; a node that did not report counts against it."""
     reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
+    if any(r is None for r in node_results):
+        reasons.append("a node did not report its result")
     if any(r is not None and r.aborted for r in node_results):
         reasons.append("the job was interrupted before it finished; run it again to resume")
     result = reduce_job(job.location, job.config, job_plan.mini_batch_count, job_plan.item_count,
@@ -214,7 +217,12 @@ def run_job(
     results: list[NodeResult | None] = [None] * len(nodes)
 
     def run_node(i: int) -> None:
-        results[i] = nodes[i].run()
+        try:
+            results[i] = nodes[i].run()
+        except Exception as exc:  # a bug of ours: the job fails with it, the others go on
+            job.location.append_text(logs.MASTER_ROLE, logs.line(
+                f"node {i} failed:\n{traceback.format_exc()}"))
+            results[i] = NodeResult(i, Totals(), f"node {i} failed: {type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=run_node, args=(i,), name=f"node-{i}", daemon=True)
                for i in range(len(nodes))]

@@ -290,7 +290,7 @@ class Node:
                     os.read(self._wake_r, 64)
                     continue
                 slot = owners[ready]
-                if ready is slot.process.conn:
+                if slot.process is not None and ready is slot.process.conn:
                     self._receive(slot)
             now = time.monotonic()
             for slot in self.slots:
@@ -349,6 +349,10 @@ class Node:
             record = MiniBatchRecord(message.index, OK, message.total, message.succeeded,
                                      message.failed, task.try_number)
             self._sys_line(slot, task, "ok", message.run_seconds, record)
+            if message.failed:
+                self.location.append_text(logs.USER_ERROR_SUMMARY, logs.line(
+                    f"mini-batch {message.index} {slot.name}: run() returned {message.succeeded} "
+                    f"results for {message.total} items: {message.failed} items count as failed"))
             if message.warning:
                 self.location.append_text(logs.MASTER_ROLE, logs.line(f"WARNING {message.warning}"))
             self._finished(task, record)

@@ -30,7 +30,7 @@ class WorkerProcess:
         with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "airflow_parallel_run.engine.worker", spec_path, name,
-                 str(child_fd)],
+                 str(child_fd), str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
                 pass_fds=(child_fd,), start_new_session=True, close_fds=True,
             )

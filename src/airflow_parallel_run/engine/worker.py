@@ -217,8 +217,21 @@ class Worker:
             self.run_mini_batch(message)
 
 
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this worker when the node that started it dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
-    spec_path, name, fd = argv[1], argv[2], int(argv[3])
+    spec_path, name, fd, parent = argv[1], argv[2], int(argv[3]), int(argv[4])
+    _die_with_parent(parent)
     with open(spec_path, encoding="utf-8") as handle:
         spec = WorkerSpec.from_json(handle.read())
     conn = Connection(fd)

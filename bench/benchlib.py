@@ -1,0 +1,168 @@
+"""What the engine benchmarks share: generated inputs, timed commands, result rows.
+
+Every benchmark times whole commands (``parallel-run`` or a baseline script) as subprocesses,
+so interpreter start-up is in the numbers, as a user would see it. Inputs are generated once
+under ``/tmp/bench-data`` (``BENCH_DATA`` overrides it) and reused; outputs go there too,
+never into the repository. Benchmarks print ratios; they assert nothing about time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+SCRIPTS = BENCH_DIR / "scripts"
+POOL_BASELINE = BENCH_DIR / "pool_baseline.py"
+DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
+PYTHON = sys.executable
+PARALLEL_RUN = str(Path(sys.executable).parent / "parallel-run")
+
+
+def machine() -> str:
+    return f"nproc {os.cpu_count()}, Python {platform.python_version()}, {platform.machine()}"
+
+
+def file_set(name: str, count: int, content: Callable[[int], bytes]) -> Path:
+    """``DATA/name`` with ``count`` files ``0000000.txt``...; made once, reused while complete.
+
+    The "ready" mark lives beside the folder, not in it, so it is never an input item.
+    """
+    folder = DATA / name
+    ready = DATA / f"{name}.ready"
+    if ready.exists():
+        return folder
+    print(f"  creating {count:,} files in {folder} (once) ...", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        fd = os.open(folder / f"{i:07d}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            data = content(i)
+            if data:
+                os.write(fd, data)
+        finally:
+            os.close(fd)
+    ready.touch()
+    return folder
+
+
+def warm(folder: Path) -> None:
+    """Read every file once, so neither side of a comparison pays for a cold page cache."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            with open(entry.path, "rb") as handle:
+                handle.read()
+
+
+def fresh_dir(name: str) -> Path:
+    """An empty output folder ``DATA/out/name`` (a leftover run would be resumed, not redone)."""
+    path = DATA / "out" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def engine_command(script: str, folder: Path, output: Path, mini_batch_size: int,
+                   processes: int) -> list[str]:
+    return [PARALLEL_RUN, str(SCRIPTS / script), "--input", str(folder), "--output", str(output),
+            "--mini-batch-size", str(mini_batch_size),
+            "--process-count-per-node", str(processes), "--quiet"]
+
+
+def baseline_command(script: str, folder: Path, output_file: Path, chunk: int,
+                     processes: int) -> list[str]:
+    return [PYTHON, str(POOL_BASELINE), str(SCRIPTS / script), "--input", str(folder),
+            "--output", str(output_file), "--chunk", str(chunk), "--processes", str(processes)]
+
+
+def run_timed(command: Sequence[str]) -> float:
+    """Wall-clock seconds of a whole command; its output is discarded, a failure raises."""
+    started = time.perf_counter()
+    done = subprocess.run(list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n"
+                           f"{done.stderr.decode(errors='replace')[-2000:]}")
+    return elapsed
+
+
+@dataclass
+class Contender:
+    """One side of a comparison: how to clear its output, and the command to time."""
+
+    name: str
+    prepare: Callable[[], None]
+    command: Sequence[str]
+
+
+def alternate(contenders: Sequence[Contender], repeats: int) -> dict[str, list[float]]:
+    """Time each contender ``repeats`` times, taking turns (A B A B ...), so that drift in
+    the machine's speed falls on both sides alike."""
+    times: dict[str, list[float]] = {c.name: [] for c in contenders}
+    for round_number in range(1, repeats + 1):
+        for contender in contenders:
+            contender.prepare()
+            seconds = run_timed(contender.command)
+            times[contender.name].append(seconds)
+            print(f"  round {round_number}: {contender.name:<28} {seconds:8.2f} s", flush=True)
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def same_lines(a: Path, b: Path) -> tuple[bool, bool]:
+    """(the two files hold the same lines once sorted, they are identical as they are)."""
+    lines_a = a.read_bytes().splitlines()
+    lines_b = b.read_bytes().splitlines()
+    return sorted(lines_a) == sorted(lines_b), lines_a == lines_b
+
+
+@dataclass
+class Result:
+    """One benchmark's row in the table printed by run_all.py."""
+
+    name: str
+    ours: str  # the engine's number
+    reference: str  # the baseline's number
+    measure: str  # what is compared: a ratio, a per-mini-batch cost, a speedup, a peak
+    target: str
+    passed: bool
+    notes: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "MISS"
+
+
+COLUMNS = ("benchmark", "engine", "reference", "result", "target", "verdict")
+
+
+def table(results: Sequence[Result]) -> str:
+    rows = [COLUMNS] + [(r.name, r.ours, r.reference, r.measure, r.target, r.verdict)
+                        for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+
+    def fmt(row: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |"
+
+    lines = [fmt(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += [fmt(row) for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def report(result: Result) -> None:
+    print()
+    print(table([result]))
+    if result.notes:
+        print(result.notes)

@@ -1,0 +1,80 @@
+"""A job whose process is SIGKILLed resumes: finished mini-batches are not run again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+from conftest import CLI, make_files, output_lines, pid_alive
+
+from airflow_parallel_run.results import RESULTS_DIR
+
+SLOW_ECHO = """
+import os, time
+def run(mini_batch):
+    time.sleep(0.15)
+    for p in mini_batch:
+        with open(os.path.join(MARKS, "calls"), "a") as f:
+            f.write(os.path.basename(p) + "\\n")
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def _finished(output) -> set[int]:
+    return {int(p.name[:-4]) for p in (output / RESULTS_DIR).rglob("*.rec")}
+
+
+def test_cli_killed_mid_job_then_run_again_finishes_exactly_once(runner):
+    make_files(runner.inputs, 60)
+    script = runner.script(SLOW_ECHO)
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--mini-batch-size", "2", "--process-count-per-node", "2", "--quiet"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while len(_finished(runner.output)) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(1.0)  # orphaned workers die with their node (PDEATHSIG); let any write land
+    done_before = _finished(runner.output)
+    assert 8 <= len(done_before) < 30
+    assert not (runner.output / "parallel_run_step.txt").exists()
+    calls_before = Counter((runner.marks / "calls").read_text().split())
+
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "resumed an earlier run" in second.stdout
+    assert output_lines(runner.output) == [f"f{i:04d}.txt" for i in range(60)]
+    calls_after = Counter((runner.marks / "calls").read_text().split()) - calls_before
+    rerun = {int(name[1:5]) // 2 for name in calls_after}
+    assert not rerun & done_before  # no finished mini-batch ran again
+    assert rerun == set(range(30)) - done_before
+
+
+def test_workers_die_with_a_killed_node(runner):
+    make_files(runner.inputs, 4)
+    script = runner.script("""
+    import os, time
+    def init():
+        open(os.path.join(MARKS, f"worker-{os.getpid()}"), "w").close()
+    def run(mini_batch):
+        time.sleep(10_000)
+    """)
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--process-count-per-node", "2", "--quiet"]
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while len(runner.marks_named("worker-")) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    pids = [int(p.name.split("-")[1]) for p in runner.marks_named("worker-")]
+    assert pids
+    deadline = time.monotonic() + 5
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in pids)
