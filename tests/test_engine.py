@@ -101,16 +101,16 @@ def test_a_run_that_sleeps_forever_is_killed_retried_and_the_rest_finishes(runne
     duration = float(timeout_lines[0].split("duration=")[1].split()[0])
     assert 2 <= duration < 2 + 5
     errors = (runner.output / "logs/user/error.txt").read_text()
-    assert "timed out" in errors and "mini-batch 2 try 1/3" in errors
+    assert "timed out" in errors and "mini-batch 2 try 1: run() timed out after 2 s" in errors
     # the stack of the stuck run() is in the process's error log
     stacks = "".join(p.read_text() for p in (runner.output / "logs/user/error").rglob("*.txt"))
     assert "time.sleep(10_000)" in stacks or "in run" in stacks
 
 
 def result_location(runner):
-    from airflow_parallel_run.storage import OutputLocation
+    from airflow_parallel_run.storage import LocalLocation
 
-    return OutputLocation(str(runner.output))
+    return LocalLocation(str(runner.output))
 
 
 def test_processes_started_by_a_timed_out_run_are_killed_too(runner):
@@ -182,7 +182,11 @@ def test_after_run_max_try_failed_tries_every_item_of_the_mini_batch_fails(runne
     record, _ = read_record(result_location(runner), 1)
     assert (record.status, record.tries, record.failed) == ("failed", 4, 2)
     tracebacks = "".join(p.read_text() for p in (runner.output / "logs/user/error").rglob("*.txt"))
-    assert tracebacks.count("ValueError: cannot score f0002.txt") == 4
+    events = [ln for ln in tracebacks.splitlines() if ln.startswith("=== ")]
+    assert len(events) == 4 and all("ValueError: cannot score f0002.txt" in e for e in events)
+    summary = (runner.output / "logs/user/error.txt").read_text().splitlines()
+    assert [ln.split(" mini-batch ")[1].split(":")[0] for ln in summary] == [
+        "1 try 1", "1 try 2", "1 try 3", "1 try 4"]
     assert "Traceback (most recent call last)" in tracebacks
 
 
@@ -260,7 +264,10 @@ def test_fewer_results_fail_the_rest_and_more_results_are_written_with_a_warning
     assert result.success
     assert result.totals.succeeded_items == 3 and result.totals.failed_items == 1
     assert output_lines(runner.output) == ["f0000.txt", "f0002.txt", "f0003.txt", "extra"]
-    assert "returned 3 results for 2 items" in (runner.output / "logs/sys/master_role.txt").read_text()
+    node_log = "".join(p.read_text() for p in (runner.output / "logs/sys/node").rglob("*.txt"))
+    assert "WARNING run() returned 3 results for 2 items in mini-batch 1" in node_log
+    errors = (runner.output / "logs/user/error.txt").read_text()
+    assert "mini-batch 0 try 1: run() returned 1 results for 2 items: 1 items count as failed" in errors
 
 
 def test_file_names_with_spaces_unicode_and_newlines(runner):

@@ -7,6 +7,7 @@ fields that may come from params, and checked again by :meth:`ParallelRunConfig.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,7 @@ def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) 
 def _check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name} = {value!r}: must be a number of seconds")
-    if value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} = {value!r}: must be {'>= 0' if allow_zero else '> 0'} seconds")
 
 
@@ -127,6 +128,15 @@ class ParallelRunConfig:
             """False for a field still holding a template: it is checked after rendering."""
             return not (name in TEMPLATABLE_FIELDS and is_template(getattr(self, name)))
 
+        for name in ("entry_script", "source_directory", "append_row_file_name",
+                     "append_row_separator", "partition_keys"):
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(is_template(v) for v in values):
+                raise ConfigError(
+                    f"{name} = {value!r}: cannot come from a template; only "
+                    f"{', '.join(TEMPLATABLE_FIELDS)} can"
+                )
         if not isinstance(self.entry_script, str) or not self.entry_script.strip():
             raise ConfigError(f"entry_script = {self.entry_script!r}: must be a non-empty path")
         if self.source_directory is not None and not isinstance(self.source_directory, str):

@@ -46,6 +46,22 @@ def entry_script_log(ip: str, process: str) -> str:
     return f"logs/user/entry_script_log/{ip}/{process}.log.txt"
 
 
+# An error event in logs/user/error/<node>/<process>.txt starts with this mark, then one line:
+# "<time> <process> pid <pid> <what>: <error>", then the traceback or stack if there is one.
+# The reducer gathers these lines into logs/user/error.txt.
+ERROR_EVENT = "=== "
+
+
+def error_event(process: str, pid: int | None, what: str, error: str, details: str = "") -> str:
+    return f"{ERROR_EVENT}{timestamp()} {process} pid {pid or '-'} {what}: {error}\n{details}\n"
+
+
+def process_logs(ip: str, process: str) -> tuple[str, ...]:
+    """Every log file that one worker process (and its node) writes."""
+    return (sys_node_log(ip, process), user_stdout(ip, process), user_stderr(ip, process),
+            user_error(ip, process), entry_script_log(ip, process))
+
+
 def timestamp(epoch: float | None = None) -> str:
     moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

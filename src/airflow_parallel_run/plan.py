@@ -146,6 +146,15 @@ def plan_job(
     plan_dir = f"{STATE_DIR}/plan.new-{os.getpid()}"
     location.remove(plan_dir)
     writer = _ChunkWriter(location, plan_dir)
+    try:
+        return _plan_into(inputs, config, location, hasher, plan_dir, writer, started)
+    except BaseException:
+        location.remove(plan_dir)
+        raise
+
+
+def _plan_into(inputs: Sequence[Any], config: ParallelRunConfig, location: OutputLocation,
+               hasher: Any, plan_dir: str, writer: _ChunkWriter, started: float) -> PlanSummary:
     size = config.files_per_mini_batch()
     index = items = 0
     datasets = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,8 @@ from .config import ParallelRunConfig
 from .results import read_record
 from .storage import OutputLocation
 from .thresholds import Totals, final_verdict
+
+ERROR_DIR = "logs/user/error"
 
 
 @dataclass
@@ -64,8 +65,8 @@ def reduce_job(
 ) -> JobResult:
     """Count every record, judge the job, and write the output file and logs/job_result.txt."""
     append = config.output_action == "append_row"
-    target = location.path(config.append_row_file_name)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    name = config.append_row_file_name
+    tmp = location.local_temp(name) if append else ""
     totals = Totals()
     missing = 0
     header_written = False
@@ -97,18 +98,38 @@ def reduce_job(
 
     output_file = None
     if append and success:
-        os.replace(tmp, target)
-        output_file = str(target)
+        location.put_file(tmp, name)
+        output_file = location.display(name)
     else:
         if append:
             os.unlink(tmp)
         if not success:
-            target.unlink(missing_ok=True)  # an older run's file must not pass for this one's
+            location.remove(name)  # an older run's file must not pass for this one's
     elapsed = time.time() - started if started else 0.0
     result = JobResult(success, reason, totals, mini_batch_count, item_count,
-                       str(location.root), output_file, missing, elapsed, resumed)
+                       location.display(), output_file, missing, elapsed, resumed)
     write_job_result(location, result)
     return result
+
+
+def gather_errors(location: OutputLocation) -> list[str]:
+    """Every error event of every process, oldest first, each pointing at its full log."""
+    events = []
+    for ip in location.listdir(ERROR_DIR):
+        for name in location.listdir(f"{ERROR_DIR}/{ip}"):
+            rel = f"{ERROR_DIR}/{ip}/{name}"
+            for text in location.iter_lines(rel):
+                if text.startswith(logs.ERROR_EVENT):
+                    events.append(f"{text[len(logs.ERROR_EVENT):].rstrip()} (details: {rel})")
+    events.sort()
+    return events
+
+
+def write_error_summary(location: OutputLocation) -> int:
+    """logs/user/error.txt from the processes' error logs; returns the number of errors."""
+    events = gather_errors(location)
+    location.write_atomic(logs.USER_ERROR_SUMMARY, "".join(f"{e}\n" for e in events).encode())
+    return len(events)
 
 
 def write_job_result(location: OutputLocation, result: JobResult) -> None:
@@ -122,8 +143,8 @@ def write_job_result(location: OutputLocation, result: JobResult) -> None:
         f"output: {result.output_file or 'none'}",
         f"elapsed: {result.elapsed_seconds:.1f} s",
     ]
+    errors = write_error_summary(location)
     if not result.success:
-        errors = sum(1 for _ in location.iter_lines(logs.USER_ERROR_SUMMARY))
         if errors:
             lines.append(f"see {logs.USER_ERROR_SUMMARY}: {errors} errors, full tracebacks in logs/user/error/")
     location.write_atomic(logs.JOB_RESULT, ("\n".join(lines) + "\n").encode())

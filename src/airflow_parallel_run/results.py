@@ -55,11 +55,8 @@ def write_record(location: OutputLocation, record: MiniBatchRecord, payload: byt
 
 
 def read_record(location: OutputLocation, index: int) -> tuple[MiniBatchRecord, bytes] | None:
-    try:
-        data = location.path(record_rel(index)).read_bytes()
-    except FileNotFoundError:
-        return None
-    return MiniBatchRecord.decode(data)
+    data = location.read_bytes(record_rel(index))
+    return None if data is None else MiniBatchRecord.decode(data)
 
 
 def read_records(location: OutputLocation, indices: range) -> dict[int, MiniBatchRecord]:
@@ -74,7 +71,7 @@ def read_records(location: OutputLocation, indices: range) -> dict[int, MiniBatc
                 continue
             index = int(name[:-4])
             if index in indices:
-                with open(location.path(f"{folder}/{name}"), "rb") as handle:
-                    head = handle.readline()
-                found[index] = MiniBatchRecord(**json.loads(head))
+                data = location.read_bytes(f"{folder}/{name}")
+                if data is not None:
+                    found[index] = MiniBatchRecord.decode(data)[0]
     return found

@@ -7,8 +7,6 @@ the whole job; each fails the job as soon as the count goes above it (-1 ignores
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -88,7 +86,7 @@ class SharedCounts:
                 if name == f"node-{self.node_index}.json" or not name.endswith(".json"):
                     continue
                 try:
-                    others += Totals(**json.loads(self.location.path(f"{COUNTS_DIR}/{name}").read_bytes()))
+                    others += Totals(**(self.location.read_json(f"{COUNTS_DIR}/{name}") or {}))
                 except (OSError, ValueError, TypeError):
                     continue  # being replaced right now: read it next time
             self._others = others
@@ -99,5 +97,4 @@ class SharedCounts:
 
 
 def clear_counts(location: OutputLocation) -> None:
-    for name in location.listdir(COUNTS_DIR):
-        os.unlink(location.path(f"{COUNTS_DIR}/{name}"))
+    location.remove(COUNTS_DIR)

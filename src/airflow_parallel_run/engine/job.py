@@ -22,7 +22,7 @@ from ..inputs import SideInput
 from ..plan import adopt_plan, plan_job, script_fingerprint, shard_range
 from ..reduce import JobResult, reduce_job
 from ..results import MiniBatchRecord
-from ..storage import OutputLocation
+from ..storage import open_location
 from ..thresholds import Totals, clear_counts
 from .node import Node, NodeResult, NodeSpec
 
@@ -51,9 +51,10 @@ def resolve_entry_script(config: ParallelRunConfig) -> EntryScriptLocation:
     try:
         tree = ast.parse(code, filename=path)
     except SyntaxError as exc:
-        raise EntryScriptError(
-            f"entry_script {path}: {type(exc).__name__} at line {exc.lineno}: {exc.msg}"
-        ) from None
+        where = f" at line {exc.lineno}" if exc.lineno else ""
+        raise EntryScriptError(f"entry_script {path}: {type(exc).__name__}{where}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. null bytes
+        raise EntryScriptError(f"entry_script {path}: cannot be parsed: {exc}") from None
     if "run" not in _top_level_names(tree):
         raise EntryScriptError(
             f"entry_script {path}: defines no run() function; it needs run(mini_batch) "
@@ -95,7 +96,8 @@ class Job:
 
     def __init__(self, config: ParallelRunConfig, inputs: Sequence[Any], output: str,
                  arguments: Sequence[Any] | None = None,
-                 side_inputs: Sequence[SideInput] | None = None) -> None:
+                 side_inputs: Sequence[SideInput] | None = None,
+                 output_storage_options: dict[str, Any] | None = None) -> None:
         self.config = config.rendered()
         self.inputs = list(inputs)
         self.arguments = check_arguments(list(arguments or []))
@@ -104,7 +106,9 @@ class Job:
             if isinstance(arg, SideInput) and arg.name not in {s.name for s in self.side_inputs}:
                 self.side_inputs.append(arg)
         self.script = resolve_entry_script(self.config)
-        self.location = OutputLocation(output)
+        self.location = open_location(output, output_storage_options)
+        for side in self.side_inputs:
+            side.check()
         self.config.files_per_mini_batch()  # a size in bytes for a file input is an error
         names = [d.name for d in self.inputs]
         if len(set(names)) != len(names):
@@ -141,7 +145,7 @@ def plan(job: Job) -> JobPlan:
     location.makedirs()
     base = script_fingerprint(config, job.script.path,
                               config.source_directory and job.script.working_dir,
-                              _fingerprint_arguments(job.arguments), str(location.root))
+                              _fingerprint_arguments(job.arguments), location.display())
     summary = plan_job(job.inputs, config, location, base)
     resumed = adopt_plan(location, summary)
     clear_counts(location)

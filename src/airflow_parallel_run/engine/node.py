@@ -31,8 +31,8 @@ from .. import logs
 from ..config import ParallelRunConfig
 from ..inputs import SideInput
 from ..plan import MiniBatch, iter_plan
-from ..results import FAILED, OK, MiniBatchRecord, read_records, write_record
-from ..storage import OutputLocation
+from ..results import FAILED, OK, MiniBatchRecord, read_records, record_rel, write_record
+from ..storage import LocalLocation, OutputLocation
 from ..thresholds import SharedCounts, Totals, exceeded_while_running
 from .messages import (
     InitFailed,
@@ -49,6 +49,7 @@ from .processes import WorkerProcess
 STARTING, IDLE, BUSY, STOPPING, GONE = "starting", "idle", "busy", "stopping", "gone"
 SHUTDOWN_GRACE = 30.0  # seconds for shutdown() before the worker is killed
 STOP_GRACE = 5.0  # seconds an idle worker gets to exit once the node is stopping early
+LOG_UPLOAD_INTERVAL = 30.0  # seconds between uploads of a remote output's logs
 POLL = 1.0  # longest wait without a message: counters of other nodes are read this often
 
 
@@ -129,6 +130,10 @@ class Node:
         ]
         self.cache_dir = ""
         self.spec_path = ""
+        # Workers write to local disk only: the output folder itself, or for a remote output a
+        # staging folder whose records and logs this node uploads.
+        self.work: LocalLocation = spec.output if isinstance(spec.output, LocalLocation) else None  # type: ignore[assignment]
+        self.published_at = 0.0
         self._wake_r, self._wake_w = os.pipe()
 
     # -- public ---------------------------------------------------------------------------------
@@ -149,6 +154,8 @@ class Node:
                 if slot.process is not None:
                     slot.process.kill_tree()
                     slot.process = None
+            if self.cache_dir and self.location.is_remote:
+                self._publish_logs()
             if self.cache_dir:
                 shutil.rmtree(self.cache_dir, ignore_errors=True)
             os.close(self._wake_r)
@@ -174,12 +181,15 @@ class Node:
     def _prepare(self) -> None:
         spec = self.spec
         self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{spec.node_index}-")
+        if self.work is None:
+            self.work = LocalLocation(os.path.join(self.cache_dir, "staging"))
+            self._fetch_earlier_logs()
         side_paths = {side.name: side.fetch(self.cache_dir) for side in spec.side_inputs}
         arguments = [side_paths[a.name] if isinstance(a, SideInput) else str(a)
                      for a in spec.arguments]
         worker_spec = WorkerSpec(
             entry_script=spec.entry_script, working_dir=spec.working_dir,
-            arguments=arguments, output_root=str(self.location.root),
+            arguments=arguments, output_root=str(self.work.root),
             output_action=self.config.output_action,
             append_row_separator=self.config.append_row_separator,
             append_row_dataframe_header=self.config.append_row_dataframe_header,
@@ -201,8 +211,8 @@ class Node:
         ip = self.spec.ip
         slot.process = WorkerProcess(
             slot.name, self.spec_path,
-            str(self.location.path(logs.user_stdout(ip, slot.name))),
-            str(self.location.path(logs.user_stderr(ip, slot.name))),
+            str(self.work.path(logs.user_stdout(ip, slot.name))),
+            str(self.work.path(logs.user_stderr(ip, slot.name))),
             cwd=self.spec.working_dir, env=self.env,
         )
         slot.state = STARTING
@@ -276,6 +286,8 @@ class Node:
                         self._spawn(slot)
             if all(slot.state == GONE for slot in self.slots):
                 return
+            if self.location.is_remote and time.monotonic() - self.published_at > LOG_UPLOAD_INTERVAL:
+                self._publish_logs()
             now = time.monotonic()
             timeout = min([POLL] + [max(0.0, s.deadline - now) for s in self.slots])
             waitables: list[Any] = [self._wake_r]
@@ -348,13 +360,17 @@ class Node:
             assert task is not None and task.batch.index == message.index
             record = MiniBatchRecord(message.index, OK, message.total, message.succeeded,
                                      message.failed, task.try_number)
+            if self.location.is_remote:  # the worker wrote it to staging: now it counts
+                self.location.put_file(str(self.work.path(record_rel(record.index))),
+                                       record_rel(record.index))
             self._sys_line(slot, task, "ok", message.run_seconds, record)
             if message.failed:
-                self.location.append_text(logs.USER_ERROR_SUMMARY, logs.line(
-                    f"mini-batch {message.index} {slot.name}: run() returned {message.succeeded} "
-                    f"results for {message.total} items: {message.failed} items count as failed"))
+                self._error_event(slot.name, slot.process.pid, task,
+                                  f"run() returned {message.succeeded} results for "
+                                  f"{message.total} items: {message.failed} items count as failed")
             if message.warning:
-                self.location.append_text(logs.MASTER_ROLE, logs.line(f"WARNING {message.warning}"))
+                self.work.append_text(logs.sys_node_log(self.spec.ip, slot.name),
+                                      logs.line(f"WARNING {message.warning}"))
             self._finished(task, record)
             slot.task = None
             slot.state = IDLE
@@ -366,7 +382,7 @@ class Node:
             slot.state = IDLE
             slot.deadline = float("inf")
             self._sys_line(slot, task, "failed", message.run_seconds, None)
-            self._try_failed(slot.name, task, message.error, pid=slot.process.pid)
+            self._try_failed(slot.name, task, message.error, pid=slot.process.pid, logged=True)
         elif isinstance(message, InitFailed):
             self._init_failed(slot, message.error)
         elif isinstance(message, Stopped):
@@ -382,14 +398,12 @@ class Node:
         if self.on_record is not None:
             self.on_record(self.spec.node_index, record)
 
-    def _try_failed(self, process: str, task: _Task, error: str, pid: int | None) -> None:
+    def _try_failed(self, process: str, task: _Task, error: str, pid: int | None,
+                    logged: bool = False, details: str = "") -> None:
+        """A try failed; ``logged`` when the worker already wrote the event with its traceback."""
         tries = int(self.config.run_max_try)
-        where = logs.user_error(self.spec.ip, process)
-        self.location.append_text(
-            logs.USER_ERROR_SUMMARY,
-            logs.line(f"mini-batch {task.batch.index} try {task.try_number}/{tries} "
-                      f"{process} pid {pid}: {error} (details: {where})"),
-        )
+        if not logged:
+            self._error_event(process, pid, task, error, details)
         if task.try_number < tries and not self._stopping():
             self.retries.appendleft(_Task(task.batch, task.try_number + 1, task.local_items))
             return
@@ -406,23 +420,26 @@ class Node:
         if slot.state == STARTING:
             process.kill_tree()
             slot.process = None
-            self._note(slot, process.pid, f"init() did not finish within "
-                       f"init_timeout {self.config.effective_init_timeout:g} s; the worker was killed")
-            self._init_failed(slot, f"init() timed out after {self.config.effective_init_timeout:g} s")
+            error = (f"init() timed out after {self.config.effective_init_timeout:g} s "
+                     "(init_timeout); the worker was killed")
+            self.work.append_text(logs.user_error(self.spec.ip, slot.name),
+                                  logs.error_event(slot.name, process.pid, "init", error))
+            self._init_failed(slot, error)
         elif slot.state == BUSY:
             task = slot.task
             assert task is not None
+            error = (f"run() timed out after {self.config.run_invocation_timeout} s "
+                     "(run_invocation_timeout); the worker and its child processes were killed")
+            self._error_event(slot.name, process.pid, task, error,
+                              "the stack of run() when it was stopped follows, if it could be taken:")
             process.dump_stack()
             process.kill_tree()
             slot.process = None
             elapsed = time.monotonic() - slot.since
-            error = (f"run() timed out after {self.config.run_invocation_timeout} s "
-                     "(run_invocation_timeout); the worker and its child processes were killed")
-            self._note(slot, process.pid, f"mini-batch {task.batch.index} try {task.try_number}: {error}")
             self._sys_line(slot, task, "timeout", elapsed, None, pid=process.pid)
             slot.task = None
             slot.state = GONE
-            self._try_failed(slot.name, task, error, pid=process.pid)
+            self._try_failed(slot.name, task, error, pid=process.pid, logged=True)
         else:  # shutdown() overstayed, or a stop was not heeded
             process.kill_tree()
             slot.process = None
@@ -439,13 +456,14 @@ class Node:
         slot.task = None
         if state == BUSY and task is not None:
             error = f"the worker process died during run() ({how})"
-            self._note(slot, process.pid, f"mini-batch {task.batch.index} try {task.try_number}: {error}")
             self._sys_line(slot, task, "died", time.monotonic() - slot.since, None, pid=process.pid)
             self._try_failed(slot.name, task, error, pid=process.pid)
         elif state == STARTING:
-            self._note(slot, process.pid, f"the worker process died before init() finished ({how})")
-            self._init_failed(slot, f"the worker process died before init() finished ({how})",
-                              already_gone=True)
+            error = (f"the worker process died before init() finished ({how}); see "
+                     f"{logs.user_stderr(self.spec.ip, slot.name)}")
+            self.work.append_text(logs.user_error(self.spec.ip, slot.name),
+                                  logs.error_event(slot.name, process.pid, "init", error))
+            self._init_failed(slot, error, already_gone=True)
 
     def _init_failed(self, slot: _Slot, error: str, already_gone: bool = False) -> None:
         if slot.process is not None and not already_gone:
@@ -453,10 +471,6 @@ class Node:
         slot.process = None
         slot.state = GONE
         self.init_failures += 1
-        self.location.append_text(
-            logs.USER_ERROR_SUMMARY,
-            logs.line(f"init {slot.name}: {error} (details: {logs.user_error(self.spec.ip, slot.name)})"),
-        )
         self.last_init_error = error
         self._init_gave_up()
 
@@ -490,9 +504,24 @@ class Node:
 
     # -- logs -----------------------------------------------------------------------------------
 
-    def _note(self, slot: _Slot, pid: int, text: str) -> None:
-        self.location.append_text(logs.user_error(self.spec.ip, slot.name),
-                                  f"{logs.timestamp()} (pid {pid}) {text}\n\n")
+    def _error_event(self, process: str, pid: int | None, task: _Task, error: str,
+                     details: str = "") -> None:
+        self.work.append_text(
+            logs.user_error(self.spec.ip, process),
+            logs.error_event(process, pid, f"mini-batch {task.batch.index} try {task.try_number}",
+                             error, details))
+
+    def _fetch_earlier_logs(self) -> None:
+        """A node task run again appends to its processes' logs, not over them."""
+        for slot in self.slots:
+            for rel in logs.process_logs(self.spec.ip, slot.name):
+                target = self.work.path(rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.location.get_file(rel, str(target))
+
+    def _publish_logs(self) -> None:
+        self.published_at = time.monotonic()
+        self.location.upload_tree(str(self.work.root))
 
     def _sys_line(self, slot: _Slot, task: _Task, status: str, run_seconds: float,
                   record: MiniBatchRecord | None, pid: int | None = None) -> None:
@@ -500,7 +529,7 @@ class Node:
         started = time.time() - (now - slot.since)
         total = len(task.batch)
         ok = record.succeeded if record else 0
-        self.location.append_text(
+        self.work.append_text(
             logs.sys_node_log(self.spec.ip, slot.name),
             f"{logs.timestamp()} ip={self.spec.ip} pid={pid or (slot.process.pid if slot.process else '-')} "
             f"mini_batch={task.batch.index} try={task.try_number} status={status} total={total} "

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import entry_script, logs
 from ..results import OK, MiniBatchRecord, write_record
-from ..storage import OutputLocation
+from ..storage import LocalLocation
 from .messages import (
     InitFailed,
     MiniBatchDone,
@@ -106,7 +106,7 @@ class Worker:
         self.spec = spec
         self.name = name
         self.conn = conn
-        self.location = OutputLocation(spec.output_root)
+        self.location = LocalLocation(spec.output_root)
         self.error_log = self.location.path(logs.user_error(spec.ip, name))
         self.run_fn: Any = None
         self.with_context = False
@@ -117,12 +117,12 @@ class Worker:
     def _write_traceback(self, what: str) -> str:
         """Append the current exception's traceback to this process's error log; one line back."""
         exc_type, exc, _ = sys.exc_info()
-        text = traceback.format_exc()
+        error = (f"{exc_type.__name__ if exc_type else 'Error'}: {exc}".splitlines() or ["Error"])[0]
         self.location.append_text(
             logs.user_error(self.spec.ip, self.name),
-            f"{logs.timestamp()} {what} (pid {os.getpid()}):\n{text}\n",
+            logs.error_event(self.name, os.getpid(), what, error, traceback.format_exc()),
         )
-        return f"{exc_type.__name__ if exc_type else 'Error'}: {exc}".splitlines()[0]
+        return error
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class Worker:
             if callable(init):
                 init()
         except BaseException:
-            error = self._write_traceback("loading the entry script or init() failed")
+            error = self._write_traceback("init")
             self.conn.send(InitFailed(os.getpid(), error))
             return False
         finally:
@@ -175,7 +175,7 @@ class Worker:
             count, payload, header = encode_result(result, spec)
         except BaseException:
             run_seconds = time.perf_counter() - started
-            error = self._write_traceback(f"mini-batch {task.index} try {task.try_number} failed")
+            error = self._write_traceback(f"mini-batch {task.index} try {task.try_number}")
             self.conn.send(MiniBatchFailed(task.index, error, run_seconds))
             return
         finally:
@@ -199,7 +199,7 @@ class Worker:
             try:
                 shutdown()
             except BaseException:
-                self._write_traceback("shutdown() failed")
+                self._write_traceback("shutdown")
         sys.stdout.flush()
 
     def serve(self) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..storage import local_path
 from .files import is_remote
 
 
@@ -31,14 +32,29 @@ class SideInput:
         if not isinstance(self.name, str) or "/" in self.name or self.name in (".", ".."):
             raise InputError(f"SideInput name {self.name!r}: must be a plain name")
 
+    def check(self) -> None:
+        """Raise InputError naming the side input when its path does not exist."""
+        if not is_remote(self.path):
+            if not os.path.exists(local_path(self.path)):
+                raise InputError(f"side input {self.name!r}: {self.path!r} does not exist")
+            return
+        import fsspec
+
+        from ..storage import describe_storage_error
+
+        try:
+            fs, root = fsspec.core.url_to_fs(self.path, **self.storage_options)
+            found = fs.exists(root)
+        except Exception as exc:
+            raise InputError(f"side input {self.name!r}: {describe_storage_error(self.path, exc)}") from None
+        if not found:
+            raise InputError(f"side input {self.name!r}: {self.path!r} does not exist")
+
     def fetch(self, cache_dir: str) -> str:
         """The local path of this side input, fetched into ``cache_dir`` if it is remote."""
         if not is_remote(self.path):
-            local = self.path[len("file://"):] if self.path.startswith("file://") else self.path
-            local = os.path.abspath(local)
-            if not os.path.exists(local):
-                raise InputError(f"side input {self.name!r}: {self.path!r} does not exist")
-            return local
+            self.check()
+            return os.path.abspath(local_path(self.path))
         import fsspec
 
         from ..storage import describe_storage_error

@@ -1,0 +1,35 @@
+"""Storage credentials from Airflow connections: ``conn_id=`` on datasets and side inputs.
+
+A connection's extras become the fsspec ``storage_options`` of the object that names it, at
+run time, inside the task that reads the data. The options are never logged and never enter a
+descriptor or an XCom (``to_dict()`` of datasets leaves them out).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def storage_options(conn_id: str) -> dict[str, Any]:
+    """The connection's extras as fsspec options (``{"storage_options": {...}}`` or the extras)."""
+    from airflow.sdk import Connection
+
+    extras = Connection.get(conn_id).extra_dejson or {}
+    nested = extras.get("storage_options")
+    return dict(nested) if isinstance(nested, dict) else dict(extras)
+
+
+def with_credentials(source: T) -> T:
+    """A copy of a dataset or side input with its connection's options filled in.
+
+    Options given in the DAG (``storage_options=``) win over the connection's.
+    """
+    conn_id = getattr(source, "conn_id", None)
+    if not conn_id:
+        return source
+    filled = copy.copy(source)
+    filled.storage_options = {**storage_options(conn_id), **(source.storage_options or {})}
+    return filled

@@ -1,0 +1,117 @@
+"""allow_reuse: an index of finished runs under the output root, keyed by what decides a result.
+
+The key is the engine's plan fingerprint (inputs' names, sizes and modification times or
+etags; the entry script and its folder; the arguments; the settings that shape results) joined
+with the whole rendered configuration. A reducer that succeeds records its run; a planner
+that finds the same key, with that run's output still in place, reuses it.
+
+Layout under ``<output_root>/.reuse/``::
+
+    runs/<key>.json            a finished run: where its output is, what it counted
+    steps/<dag_id>/<step>.json the latest finished run of a step: to explain a miss
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import ParallelRunConfig
+from ..engine.job import Job, JobPlan, _fingerprint_arguments
+from ..plan import script_fingerprint
+from ..storage import OutputLocation
+
+INDEX_DIR = ".reuse"
+
+
+@dataclass
+class ReuseFacts:
+    """What a miss is explained with: compared field by field with the step's last run."""
+
+    config: dict[str, Any]
+    arguments: list[str]
+    script: str  # hash of the entry script and its folder
+
+    @classmethod
+    def of(cls, job: Job) -> ReuseFacts:
+        config = job.config
+        source = config.source_directory and job.script.working_dir
+        return cls(config.to_dict(), _fingerprint_arguments(job.arguments),
+                   script_fingerprint(ParallelRunConfig(entry_script=config.entry_script),
+                                      job.script.path, source, [], str(job.location.root)))
+
+
+def reuse_key(job_plan: JobPlan, config: ParallelRunConfig) -> str:
+    text = json.dumps({"fingerprint": job_plan.fingerprint, "config": config.to_dict()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Decision:
+    hit: bool
+    message: str
+    entry: dict[str, Any] | None = None
+
+
+class ReuseIndex:
+    def __init__(self, root: str) -> None:
+        self.location = OutputLocation(root)
+
+    def _run_rel(self, key: str) -> str:
+        return f"{INDEX_DIR}/runs/{key}.json"
+
+    def _step_rel(self, dag_id: str, step: str) -> str:
+        return f"{INDEX_DIR}/steps/{dag_id}/{step}.json"
+
+    def decide(self, key: str, dag_id: str, step: str, facts: ReuseFacts) -> Decision:
+        entry = self.location.read_json(self._run_rel(key))
+        if entry is not None:
+            if _output_present(entry):
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["finished"]))
+                return Decision(True, (
+                    "reuse: HIT: the inputs (names, sizes, modification times), the entry "
+                    "script's folder, the configuration and the arguments are those of run "
+                    f"{entry['run_id']!r} of {entry['dag_id']}.{entry['step']}, finished {when}; "
+                    f"its result is reused from {entry['output']}"), entry)
+            miss = (f"the matching run {entry['run_id']!r} finished, but its output "
+                    f"{entry['output']} is gone")
+        else:
+            miss = self._explain(dag_id, step, facts)
+        return Decision(False, f"reuse: MISS: {miss}; running the step")
+
+    def _explain(self, dag_id: str, step: str, facts: ReuseFacts) -> str:
+        last = self.location.read_json(self._step_rel(dag_id, step))
+        if last is None:
+            return "no earlier finished run of this step"
+        before = last["facts"]
+        changed = [f"{name} {before['config'].get(name)!r} -> {value!r}"
+                   for name, value in facts.config.items() if before["config"].get(name) != value]
+        since = f"since run {last['run_id']!r}"
+        if changed:
+            return f"the configuration changed {since}: " + ", ".join(changed)
+        if before["arguments"] != facts.arguments:
+            return f"the arguments changed {since}: {before['arguments']} -> {facts.arguments}"
+        if before["script"] != facts.script:
+            return f"the entry script or its folder changed {since}"
+        return f"the inputs changed {since} (names, sizes or modification times)"
+
+    def record(self, key: str, dag_id: str, step: str, run_id: str, facts: ReuseFacts,
+               result: dict[str, Any]) -> None:
+        entry = {"key": key, "dag_id": dag_id, "step": step, "run_id": run_id,
+                 "finished": time.time(), "output": result["output_dir"],
+                 "output_file": result.get("output_file"), "result": result,
+                 "facts": facts.__dict__}
+        self.location.write_json(self._run_rel(key), entry)
+        self.location.write_json(self._step_rel(dag_id, step), entry)
+
+
+def _output_present(entry: dict[str, Any]) -> bool:
+    output_file = entry.get("output_file")
+    if output_file:
+        return os.path.isfile(output_file)
+    return os.path.isdir(entry["output"])

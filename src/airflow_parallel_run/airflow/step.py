@@ -1,0 +1,106 @@
+"""What one ParallelRunOperator step is made of, and the descriptors its tasks pass on.
+
+Data flows one way, through XCom, as small named types::
+
+    planner --StepPlan (key "plan"), [Shard, ...] (return value)--> node k --NodeResult--> reducer
+
+A StepPlan is a few hundred bytes whatever the size of the input: the mini-batches themselves
+are in the output location, written by the engine's planner and read by each node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..config import TEMPLATABLE_FIELDS, ParallelRunConfig, check_arguments, is_template
+from ..engine.job import Job
+from ..errors import ConfigError
+from ..inputs import SideInput
+from .connections import with_credentials
+
+PLAN_KEY = "plan"  # the planner's StepPlan
+NODE_RESULT_KEY = "node_result"  # each node's NodeResult, pushed even when the node fails
+
+
+@dataclass
+class StepDefinition:
+    """What the DAG author gave ParallelRunOperator; checked at parse time, never listed there."""
+
+    name: str
+    config: ParallelRunConfig
+    inputs: list[Any]
+    output: str | None = None
+    side_inputs: list[SideInput] = field(default_factory=list)
+    arguments: list[Any] = field(default_factory=list)
+    allow_reuse: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, ParallelRunConfig):
+            raise ConfigError(f"parallel_run_config: expected a ParallelRunConfig, got "
+                              f"{type(self.config).__name__}")
+        if not isinstance(self.inputs, Sequence) or isinstance(self.inputs, str):
+            self.inputs = [self.inputs]
+        self.inputs = list(self.inputs)
+        if not self.inputs:
+            raise ConfigError("inputs: give at least one dataset (FileDataset.from_files(...))")
+        names = [getattr(d, "name", None) for d in self.inputs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"inputs: names must differ, got {names}")
+        if self.output is not None and not isinstance(self.output, str):
+            raise ConfigError(f"output = {self.output!r}: must be a folder path or URL")
+        self.side_inputs = list(self.side_inputs or [])
+        self.arguments = check_arguments(list(self.arguments or []))
+
+    @property
+    def templated_settings(self) -> dict[str, str]:
+        """The config fields that hold ``"{{ params.x }}"``: rendered by the planner."""
+        return {name: getattr(self.config, name) for name in TEMPLATABLE_FIELDS
+                if is_template(getattr(self.config, name))}
+
+    def job(self, settings: dict[str, Any], output: str) -> Job:
+        """The engine's Job, with rendered settings and the connections' credentials."""
+        arguments = [with_credentials(a) if isinstance(a, SideInput) else a for a in self.arguments]
+        return Job(self.config.rendered(settings), [with_credentials(d) for d in self.inputs],
+                   output, arguments, [with_credentials(s) for s in self.side_inputs])
+
+
+def rendered_settings(config: ParallelRunConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in TEMPLATABLE_FIELDS}
+
+
+@dataclass
+class Shard:
+    """What one mapped node instance is told: which share of the plan is its own."""
+
+    node_index: int
+    node_count: int
+    mini_batches: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Shard:
+        return cls(**data)
+
+    def label(self) -> str:
+        return f"node {self.node_index + 1} of {self.node_count}: {self.mini_batches} mini-batches"
+
+
+@dataclass
+class StepPlan:
+    """The planner's answer for nodes and reducer: the engine's JobPlan plus what Airflow added."""
+
+    job: dict[str, Any]  # JobPlan.to_dict()
+    settings: dict[str, Any]  # the rendered values of TEMPLATABLE_FIELDS
+    reuse_key: str
+    reused_from: dict[str, Any] | None = None  # a finished run's index entry (allow_reuse hit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepPlan:
+        return cls(**data)

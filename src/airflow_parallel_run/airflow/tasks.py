@@ -1,0 +1,316 @@
+"""The three tasks of a ParallelRunOperator step: planner, node (mapped), reducer.
+
+Each is a thin shell over one engine call: ``plan()``, ``make_node(...).run()``, ``reduce()``.
+What Airflow adds lives here: rendering params into settings, the default output location,
+reuse of a finished run, ``[core] max_map_length``, XCom descriptors, ``on_kill()``, the
+Asset event, and turning the engine's verdict into a task state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+from .. import logs
+from ..engine.job import JobPlan, make_node, plan, reduce
+from ..engine.node import Node, NodeResult
+from ..errors import ParallelRunError
+from ..reduce import JobResult, write_job_result
+from ..results import MiniBatchRecord
+from ..thresholds import Totals
+from .provider import output_root
+from .reuse import ReuseFacts, ReuseIndex, reuse_key
+from .step import NODE_RESULT_KEY, PLAN_KEY, Shard, StepDefinition, StepPlan, rendered_settings
+
+PROGRESS_EVERY = 15.0  # seconds between a node's progress lines in its task log
+
+
+def default_output(dag_id: str, step: str, run_id: str) -> str:
+    """``<output_root>/<dag_id>/<step>/<run_id>``: two runs' outputs never mix."""
+    safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+    return "/".join([output_root().rstrip("/"), dag_id, step, safe_run])
+
+
+def _failed(step: StepDefinition, exc: ParallelRunError) -> AirflowFailException:
+    return AirflowFailException(f"{step.name}: {exc}")
+
+
+def _step_plan(context: Any, planner_task_id: str) -> StepPlan | None:
+    data = context["ti"].xcom_pull(task_ids=planner_task_id, key=PLAN_KEY)
+    return None if data is None else StepPlan.from_dict(data)
+
+
+class ParallelRunPlanner(BaseOperator):
+    """Render the settings, list the inputs into a plan, decide reuse, hand out shards.
+
+    :param step: the step's definition (config, inputs, output, arguments...)
+    :param settings: the config fields that hold templates, by name (templated)
+    """
+
+    template_fields = ("settings",)
+    ui_color = "#d6e4f0"
+
+    def __init__(self, *, step: StepDefinition, settings: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.settings = settings
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        step, ti = self.step, context["ti"]
+        try:
+            config = step.config.rendered(self.settings)
+        except ParallelRunError as exc:
+            raise AirflowFailException(f"{step.name}: a setting is not valid: {exc}") from None
+        settings = rendered_settings(config)
+        self.log.info("settings: %s", ", ".join(f"{k}={v!r}" for k, v in settings.items()))
+        output = step.output or default_output(ti.dag_id, step.name, ti.run_id)
+        try:
+            job = step.job(settings, output)
+            job_plan = plan(job)
+        except ParallelRunError as exc:
+            raise _failed(step, exc) from None
+        self.log.info("output: %s", job_plan.output)
+        self.log.info("planned %d items in %d mini-batches%s", job_plan.item_count,
+                      job_plan.mini_batch_count,
+                      " (resuming an earlier try of this run)" if job_plan.resumed else "")
+        key = reuse_key(job_plan, job.config)
+        step_plan = StepPlan(job_plan.to_dict(), settings, key)
+        if job_plan.mini_batch_count == 0:
+            ti.xcom_push(PLAN_KEY, step_plan.to_dict())
+            raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
+
+        if step.allow_reuse:
+            decision = ReuseIndex(output_root()).decide(key, ti.dag_id, step.name,
+                                                        ReuseFacts.of(job))
+            self.log.info("%s", decision.message)
+            step_plan.reused_from = decision.entry if decision.hit else None
+        else:
+            self.log.info("reuse: off (allow_reuse=False); running the step")
+        ti.xcom_push(PLAN_KEY, step_plan.to_dict())
+        if step_plan.reused_from is not None:
+            return []  # no node runs; the reducer adopts the earlier result
+
+        from airflow.sdk.configuration import conf
+
+        limit = conf.getint("core", "max_map_length")
+        if job_plan.node_count > limit:
+            raise AirflowFailException(
+                f"{step.name}: {job_plan.node_count} node tasks would exceed [core] "
+                f"max_map_length = {limit}; lower node_count, or raise max_map_length "
+                "(AIRFLOW__CORE__MAX_MAP_LENGTH)")
+        shards = [Shard(i, job_plan.node_count, len(job_plan.shard(i)))
+                  for i in range(job_plan.node_count)]
+        self.log.info("%d node task(s) x %s process(es): %s", len(shards),
+                      settings["process_count_per_node"],
+                      ", ".join(str(s.mini_batches) for s in shards) + " mini-batches")
+        return [s.to_dict() for s in shards]
+
+
+class _ProgressLog:
+    """Counts a node's finished mini-batches; writes a line to the task log now and then."""
+
+    def __init__(self, log: Any, shard: Shard) -> None:
+        self.log = log
+        self.shard = shard
+        self.totals = Totals()
+        self.started = time.monotonic()
+        self.logged = self.started
+
+    def __call__(self, node_index: int, record: MiniBatchRecord) -> None:
+        self.totals.add(record)
+        now = time.monotonic()
+        if now - self.logged >= PROGRESS_EVERY:
+            self.logged = now
+            self.write()
+
+    def write(self) -> None:
+        t = self.totals
+        elapsed = time.monotonic() - self.started
+        self.log.info("%s: %d run now, %d failed; %d items ok, %d failed; %.0f s",
+                      self.shard.label(), t.mini_batches_done, t.failed_mini_batches,
+                      t.succeeded_items, t.failed_items, elapsed)
+
+
+class ParallelRunNode(BaseOperator):
+    """One node: a pool of ``process_count_per_node`` workers over its shard of the plan.
+
+    Mini-batches that already have a result (an earlier try of this task) are not run again.
+
+    :param step: the step's definition
+    :param planner_task_id: where the StepPlan comes from
+    :param shard: this instance's Shard (mapped from the planner's return value)
+    """
+
+    ui_color = "#e8f0d6"
+
+    def __init__(self, *, step: StepDefinition, planner_task_id: str, shard: dict[str, Any],
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.planner_task_id = planner_task_id
+        self.shard = shard
+        self._node: Node | None = None
+        self._killed = False
+
+    def execute(self, context: Any) -> None:
+        ti = context["ti"]
+        step_plan = _step_plan(context, self.planner_task_id)
+        if step_plan is None:
+            raise AirflowFailException(f"{self.step.name}: the planner left no plan")
+        shard = Shard.from_dict(self.shard)
+        job_plan = JobPlan.from_dict(step_plan.job)
+        try:
+            job = self.step.job(step_plan.settings, job_plan.output)
+        except ParallelRunError as exc:
+            raise _failed(self.step, exc) from None
+        progress = _ProgressLog(self.log, shard)
+        node = make_node(job, job_plan, shard.node_index, on_record=progress)
+        self._node = node
+        if self._killed:
+            node.abort()
+        self.log.info("%s (mini-batches %s); worker logs under %s/logs", shard.label(),
+                      _span(job_plan.shard(shard.node_index)), job_plan.output)
+        if ti.try_number > 1:
+            self.log.info("try %d: mini-batches that already have a result are not run again",
+                          ti.try_number)
+        result = node.run()
+        progress.write()
+        ti.xcom_push(NODE_RESULT_KEY, result.to_dict())
+        if result.stop_reason:
+            raise AirflowFailException(f"{shard.label()}: stopped early: {result.stop_reason}")
+        if result.aborted:
+            raise AirflowException(f"{shard.label()}: stopped before it finished its share; "
+                                   "a retry of this task resumes it")
+
+    def on_kill(self) -> None:
+        """SIGTERM or execution_timeout: stop the pool; no worker process is left running."""
+        self._killed = True
+        if self._node is not None:
+            self._node.abort()
+
+
+def _span(indices: range) -> str:
+    return f"{indices.start}..{indices.stop - 1}" if indices else "none"
+
+
+class ParallelRunReducer(BaseOperator):
+    """Judge the whole job against the plan, assemble the output, fail the step with the reason.
+
+    Runs whatever the nodes did (trigger rule ``all_done``): a node that did not finish fails
+    the step here, so the DAG run cannot end as a success when the nodes failed.
+
+    :param step: the step's definition
+    :param planner_task_id: where the StepPlan comes from
+    :param node_task_id: the mapped node task, whose NodeResults are read
+    """
+
+    ui_color = "#f0e4d6"
+
+    def __init__(self, *, step: StepDefinition, planner_task_id: str, node_task_id: str,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.planner_task_id = planner_task_id
+        self.node_task_id = node_task_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        step, ti = self.step, context["ti"]
+        step_plan = _step_plan(context, self.planner_task_id)
+        if step_plan is None:
+            raise AirflowFailException(f"{step.name}: the planner did not finish: nothing to "
+                                       "reduce (see the planner's log)")
+        job_plan = JobPlan.from_dict(step_plan.job)
+        try:
+            job = step.job(step_plan.settings, job_plan.output)
+        except ParallelRunError as exc:
+            raise _failed(step, exc) from None
+
+        if job_plan.mini_batch_count == 0:
+            reduce(job, job_plan, [])  # writes logs/job_result.txt: nothing to do
+            raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
+        if step_plan.reused_from is not None:
+            result = _adopt(job, job_plan, step_plan.reused_from)
+        else:
+            result = reduce(job, job_plan, self._node_results(context, job_plan))
+        self.log.info("::group::%s", logs.JOB_RESULT)
+        for line in job.location.iter_lines(logs.JOB_RESULT):
+            self.log.info("%s", line.rstrip("\n"))
+        self.log.info("::endgroup::")
+        if not result.success:
+            errors = list(job.location.iter_lines(logs.USER_ERROR_SUMMARY))
+            if errors:
+                self.log.info("::group::%s (first %d of %d)", logs.USER_ERROR_SUMMARY,
+                              min(20, len(errors)), len(errors))
+                for line in errors[:20]:
+                    self.log.info("%s", line.rstrip("\n"))
+                self.log.info("::endgroup::")
+            raise AirflowFailException(f"{step.name} FAILED: {result.reason}")
+
+        data = result.to_dict()
+        if step_plan.reused_from is None:
+            ReuseIndex(output_root()).record(step_plan.reuse_key, ti.dag_id, step.name, ti.run_id,
+                                             ReuseFacts.of(job), data)
+        self.log.info("%s", result.summary())
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {
+                "path": result.output_file or result.output_dir, "run_id": ti.run_id,
+                "succeeded_items": result.totals.succeeded_items,
+                "failed_items": result.totals.failed_items,
+                "reused_from": (step_plan.reused_from or {}).get("run_id"),
+            }
+        return data
+
+    def _node_results(self, context: Any, job_plan: JobPlan) -> list[NodeResult]:
+        """Every planned node's result; a node without one did not finish, and says so."""
+        raw = context["ti"].xcom_pull(task_ids=self.node_task_id, key=NODE_RESULT_KEY)
+        if isinstance(raw, dict):  # a single mapped instance comes back unwrapped
+            raw = [raw]
+        found = {r.node_index: r for r in (NodeResult.from_dict(d) for d in raw or [] if d)}
+        missing = [i for i in range(job_plan.node_count) if i not in found]
+        for i in missing:
+            self.log.error("node %d of %d did not finish: its task failed or was killed "
+                           "(see the log of %s, map index %d)", i + 1, job_plan.node_count,
+                           self.node_task_id, i)
+        results = [found[i] for i in sorted(found)]
+        if missing:
+            nodes = ", ".join(str(i + 1) for i in missing)
+            results.append(NodeResult(missing[0], Totals(), stop_reason=(
+                f"{len(missing)} of {job_plan.node_count} node tasks did not finish "
+                f"(node {nodes}): see their task logs")))
+        return results
+
+
+def _adopt(job: Any, job_plan: JobPlan, entry: dict[str, Any]) -> JobResult:
+    """Make a finished earlier run's result this run's: its output file, linked or copied."""
+    location = job.location
+    location.makedirs()
+    output_file = None
+    if entry.get("output_file"):
+        target = location.path(os.path.basename(entry["output_file"]))
+        if os.path.abspath(entry["output_file"]) != str(target):
+            _link_or_copy(entry["output_file"], str(target))
+        output_file = str(target)
+    earlier = entry["result"]
+    note = (f"reused the result of run {entry['run_id']!r} of {entry['dag_id']}.{entry['step']} "
+            f"({entry['output']}): inputs, script, configuration and arguments are the same")
+    result = JobResult(True, None, Totals(**earlier["totals"]), earlier["mini_batch_count"],
+                       earlier["item_count"], str(location.root), output_file,
+                       resumed=False, notes=[note])
+    write_job_result(location, result)
+    location.append_text(logs.MASTER_ROLE, logs.line(note))
+    return result
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    tmp = f"{target}.reuse-tmp"
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
