@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -84,15 +85,58 @@ def baseline_command(script: str, folder: Path, output_file: Path, chunk: int,
             "--output", str(output_file), "--chunk", str(chunk), "--processes", str(processes)]
 
 
-def run_timed(command: Sequence[str]) -> float:
-    """Wall-clock seconds of a whole command; its output is discarded, a failure raises."""
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds every process of the machine has used since boot (Linux), else None."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_for_quiet(max_wait: float = 30.0, window: float = 0.5, limit: float = 0.2) -> float:
+    """Wait (at most ``max_wait`` s) for a ``window`` in which the machine's other processes
+    use under ``limit`` of a core: this machine may be shared. Returns what they used."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = _busy_cpu_seconds()
+        time.sleep(window)
+        after = _busy_cpu_seconds()
+        if before is None or after is None:
+            return 0.0
+        load = (after - before) / window
+        if load < limit or time.monotonic() >= deadline:
+            return load
+
+
+@dataclass
+class Timing:
+    seconds: float  # wall clock of the whole command
+    others_cpu: float  # CPU seconds that other processes of the machine used meanwhile
+
+
+def run_timed(command: Sequence[str]) -> Timing:
+    """Time a whole command; its output is discarded, a failure raises."""
+    wait_for_quiet()
+    busy, ours = _busy_cpu_seconds(), _children_cpu_seconds()
     started = time.perf_counter()
     done = subprocess.run(list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - started
+    busy_after, ours_after = _busy_cpu_seconds(), _children_cpu_seconds()
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n"
                            f"{done.stderr.decode(errors='replace')[-2000:]}")
-    return elapsed
+    others = 0.0
+    if busy is not None and busy_after is not None:
+        others = max(0.0, (busy_after - busy) - (ours_after - ours))
+    return Timing(elapsed, others)
 
 
 @dataclass
@@ -111,9 +155,10 @@ def alternate(contenders: Sequence[Contender], repeats: int) -> dict[str, list[f
     for round_number in range(1, repeats + 1):
         for contender in contenders:
             contender.prepare()
-            seconds = run_timed(contender.command)
-            times[contender.name].append(seconds)
-            print(f"  round {round_number}: {contender.name:<28} {seconds:8.2f} s", flush=True)
+            timing = run_timed(contender.command)
+            times[contender.name].append(timing.seconds)
+            print(f"  round {round_number}: {contender.name:<28} {timing.seconds:8.2f} s   "
+                  f"(other processes meanwhile: {timing.others_cpu:.2f} CPU-s)", flush=True)
     return times
 
 

@@ -279,8 +279,12 @@ class RemoteLocation(OutputLocation):
         self.fs.invalidate_cache()
 
     def rename(self, src: str, dst: str) -> None:
-        self._call("rename", src, self.fs.mv, self._full(src), self._full(dst), recursive=True)
+        """Object stores have no rename: copy each object, then remove the originals."""
         self.fs.invalidate_cache()
+        source = self._full(src)
+        for path in self._call("list", src, self.fs.find, source):
+            self._call("copy", src, self.fs.copy, path, self._full(dst) + path[len(source):])
+        self.remove(src)
 
     def append_text(self, rel: str, text: str) -> None:
         """Read, add, write back: for files with one writer at a time (planner, reducer)."""

@@ -46,6 +46,8 @@ class ParallelRunOperator(TaskGroup):
     :param arguments: the entry script's ``sys.argv[1:]``; a SideInput in it becomes its local path
     :param allow_reuse: reuse a finished run's result when inputs, script folder,
         configuration and arguments are the same
+    :param output_conn_id: an Airflow connection whose extras are the fsspec storage options
+        of the output location (and of ``output_root``, where the reuse index is kept)
     :param task_kwargs: BaseOperator arguments for the three tasks (``retries``, ``pool``,
         ``queue``, ``execution_timeout``, ``executor_config``...); ``trigger_rule`` and
         ``inlets`` go to the planner, ``outlets`` to the reducer
@@ -60,6 +62,8 @@ class ParallelRunOperator(TaskGroup):
         side_inputs: Sequence[SideInput] | None = None,
         arguments: Sequence[Any] | None = None,
         allow_reuse: bool = True,
+        *,
+        output_conn_id: str | None = None,
         **task_kwargs: Any,
     ) -> None:
         group_kwargs = {name: task_kwargs.pop(name) for name in _GROUP_ARGS if name in task_kwargs}
@@ -69,7 +73,8 @@ class ParallelRunOperator(TaskGroup):
             raise ConfigError(f"output = {output!r}: must be a fixed folder (no template); "
                               "leave it out for a folder per run under [parallel_run] output_root")
         step = StepDefinition(self.group_id, parallel_run_config, inputs, output,
-                              list(side_inputs or []), list(arguments or []), allow_reuse)
+                              list(side_inputs or []), list(arguments or []), allow_reuse,
+                              output_conn_id)
         _check_map_length(parallel_run_config)
         self.step = step
 

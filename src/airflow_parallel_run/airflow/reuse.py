@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from .. import logs
 from ..config import ParallelRunConfig
 from ..engine.job import Job, JobPlan, _fingerprint_arguments
 from ..plan import script_fingerprint
-from ..storage import OutputLocation
+from ..storage import open_location
 
 INDEX_DIR = ".reuse"
 
@@ -42,7 +42,7 @@ class ReuseFacts:
         source = config.source_directory and job.script.working_dir
         return cls(config.to_dict(), _fingerprint_arguments(job.arguments),
                    script_fingerprint(ParallelRunConfig(entry_script=config.entry_script),
-                                      job.script.path, source, [], str(job.location.root)))
+                                      job.script.path, source, [], job.location.display()))
 
 
 def reuse_key(job_plan: JobPlan, config: ParallelRunConfig) -> str:
@@ -59,8 +59,9 @@ class Decision:
 
 
 class ReuseIndex:
-    def __init__(self, root: str) -> None:
-        self.location = OutputLocation(root)
+    def __init__(self, root: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.storage_options = dict(storage_options or {})
+        self.location = open_location(root, self.storage_options)
 
     def _run_rel(self, key: str) -> str:
         return f"{INDEX_DIR}/runs/{key}.json"
@@ -71,7 +72,7 @@ class ReuseIndex:
     def decide(self, key: str, dag_id: str, step: str, facts: ReuseFacts) -> Decision:
         entry = self.location.read_json(self._run_rel(key))
         if entry is not None:
-            if _output_present(entry):
+            if self._output_present(entry):
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["finished"]))
                 return Decision(True, (
                     "reuse: HIT: the inputs (names, sizes, modification times), the entry "
@@ -109,9 +110,9 @@ class ReuseIndex:
         self.location.write_json(self._run_rel(key), entry)
         self.location.write_json(self._step_rel(dag_id, step), entry)
 
-
-def _output_present(entry: dict[str, Any]) -> bool:
-    output_file = entry.get("output_file")
-    if output_file:
-        return os.path.isfile(output_file)
-    return os.path.isdir(entry["output"])
+    def _output_present(self, entry: dict[str, Any]) -> bool:
+        """The earlier run's output file (or, for summary_only, its result log) is still there."""
+        output = open_location(entry["output"], self.storage_options)
+        name = entry["output_file"].rstrip("/").rsplit("/", 1)[-1] if entry.get("output_file") \
+            else logs.JOB_RESULT
+        return output.exists(name)

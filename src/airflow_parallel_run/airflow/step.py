@@ -18,7 +18,7 @@ from ..config import TEMPLATABLE_FIELDS, ParallelRunConfig, check_arguments, is_
 from ..engine.job import Job
 from ..errors import ConfigError
 from ..inputs import SideInput
-from .connections import with_credentials
+from .connections import storage_options, with_credentials
 
 PLAN_KEY = "plan"  # the planner's StepPlan
 NODE_RESULT_KEY = "node_result"  # each node's NodeResult, pushed even when the node fails
@@ -35,6 +35,7 @@ class StepDefinition:
     side_inputs: list[SideInput] = field(default_factory=list)
     arguments: list[Any] = field(default_factory=list)
     allow_reuse: bool = True
+    output_conn_id: str | None = None  # credentials for the output location and the output root
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, ParallelRunConfig):
@@ -59,11 +60,15 @@ class StepDefinition:
         return {name: getattr(self.config, name) for name in TEMPLATABLE_FIELDS
                 if is_template(getattr(self.config, name))}
 
+    def output_options(self) -> dict[str, Any]:
+        return storage_options(self.output_conn_id) if self.output_conn_id else {}
+
     def job(self, settings: dict[str, Any], output: str) -> Job:
         """The engine's Job, with rendered settings and the connections' credentials."""
         arguments = [with_credentials(a) if isinstance(a, SideInput) else a for a in self.arguments]
         return Job(self.config.rendered(settings), [with_credentials(d) for d in self.inputs],
-                   output, arguments, [with_credentials(s) for s in self.side_inputs])
+                   output, arguments, [with_credentials(s) for s in self.side_inputs],
+                   output_storage_options=self.output_options())
 
 
 def rendered_settings(config: ParallelRunConfig) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Asset event, and turning the engine's verdict into a task state.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from ..engine.node import Node, NodeResult
 from ..errors import ParallelRunError
 from ..reduce import JobResult, write_job_result
 from ..results import MiniBatchRecord
+from ..storage import is_remote_url, local_path
 from ..thresholds import Totals
 from .provider import output_root
 from .reuse import ReuseFacts, ReuseIndex, reuse_key
@@ -86,7 +88,7 @@ class ParallelRunPlanner(BaseOperator):
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
 
         if step.allow_reuse:
-            decision = ReuseIndex(output_root()).decide(key, ti.dag_id, step.name,
+            decision = ReuseIndex(output_root(), step.output_options()).decide(key, ti.dag_id, step.name,
                                                         ReuseFacts.of(job))
             self.log.info("%s", decision.message)
             step_plan.reused_from = decision.entry if decision.hit else None
@@ -235,7 +237,7 @@ class ParallelRunReducer(BaseOperator):
             reduce(job, job_plan, [])  # writes logs/job_result.txt: nothing to do
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
         if step_plan.reused_from is not None:
-            result = _adopt(job, job_plan, step_plan.reused_from)
+            result = _adopt(job, step_plan.reused_from, step.output_options())
         else:
             result = reduce(job, job_plan, self._node_results(context, job_plan))
         self.log.info("::group::%s", logs.JOB_RESULT)
@@ -254,7 +256,7 @@ class ParallelRunReducer(BaseOperator):
 
         data = result.to_dict()
         if step_plan.reused_from is None:
-            ReuseIndex(output_root()).record(step_plan.reuse_key, ti.dag_id, step.name, ti.run_id,
+            ReuseIndex(output_root(), step.output_options()).record(step_plan.reuse_key, ti.dag_id, step.name, ti.run_id,
                                              ReuseFacts.of(job), data)
         self.log.info("%s", result.summary())
         for asset in self.outlets:
@@ -286,31 +288,40 @@ class ParallelRunReducer(BaseOperator):
         return results
 
 
-def _adopt(job: Any, job_plan: JobPlan, entry: dict[str, Any]) -> JobResult:
+def _adopt(job: Any, entry: dict[str, Any], storage_options: dict[str, Any]) -> JobResult:
     """Make a finished earlier run's result this run's: its output file, linked or copied."""
     location = job.location
     location.makedirs()
     output_file = None
     if entry.get("output_file"):
-        target = location.path(os.path.basename(entry["output_file"]))
-        if os.path.abspath(entry["output_file"]) != str(target):
-            _link_or_copy(entry["output_file"], str(target))
-        output_file = str(target)
+        name = job.config.append_row_file_name
+        if entry["output_file"] != location.display(name):  # not a rerun of that very run
+            tmp = location.local_temp(name)
+            _fetch(entry["output_file"], tmp, storage_options)
+            location.put_file(tmp, name)
+        output_file = location.display(name)
     earlier = entry["result"]
     note = (f"reused the result of run {entry['run_id']!r} of {entry['dag_id']}.{entry['step']} "
             f"({entry['output']}): inputs, script, configuration and arguments are the same")
     result = JobResult(True, None, Totals(**earlier["totals"]), earlier["mini_batch_count"],
-                       earlier["item_count"], str(location.root), output_file,
-                       resumed=False, notes=[note])
+                       earlier["item_count"], location.display(), output_file, notes=[note])
     write_job_result(location, result)
     location.append_text(logs.MASTER_ROLE, logs.line(note))
     return result
 
 
-def _link_or_copy(source: str, target: str) -> None:
-    tmp = f"{target}.reuse-tmp"
+def _fetch(source: str, local: str, storage_options: dict[str, Any]) -> None:
+    """A local copy of ``source``: a hard link when it can be, else a download or a copy."""
+    if is_remote_url(source):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(source, **storage_options)
+        fs.get_file(path, local)
+        return
+    source = local_path(source)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(local)  # a remote location's temp file exists already
     try:
-        os.link(source, tmp)
+        os.link(source, local)
     except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+        shutil.copyfile(source, local)

@@ -107,6 +107,8 @@ class Job:
                 self.side_inputs.append(arg)
         self.script = resolve_entry_script(self.config)
         self.location = open_location(output, output_storage_options)
+        if self.location.is_remote:
+            self.location.check_writable()
         for side in self.side_inputs:
             side.check()
         self.config.files_per_mini_batch()  # a size in bytes for a file input is an error
@@ -205,12 +207,13 @@ def run_job(
     side_inputs: Sequence[SideInput] | None = None,
     on_plan: Callable[[JobPlan, Progress], None] | None = None,
     stop_event: threading.Event | None = None,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> JobResult:
     """Plan, run every node on this machine (a thread each), reduce.
 
     Raises ParallelRunError (ConfigError, InputError, EntryScriptError) on bad input.
     """
-    job = Job(config, inputs, output, arguments, side_inputs)
+    job = Job(config, inputs, output, arguments, side_inputs, output_storage_options)
     job_plan = plan(job)
     progress = Progress(job_plan)
     if on_plan is not None:

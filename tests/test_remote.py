@@ -1,0 +1,218 @@
+"""The engine against remote storage: an S3 server on loopback (moto), and memory://."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import fsspec
+import pytest
+from conftest import CLI
+
+from airflow_parallel_run import FileDataset, SideInput
+from airflow_parallel_run.errors import InputError
+
+BUCKET = "prs-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(extra_env or {})},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return server, port
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's standalone S3 server in its own process, on a loopback port."""
+    server, port = _start_moto()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    yield endpoint, env
+    server.terminate()
+    server.wait()
+
+
+@pytest.fixture
+def s3(s3_server, tmp_path):
+    endpoint, env = s3_server
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    prefix = f"{BUCKET}/{tmp_path.name}"
+    if not fs.exists(BUCKET):
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    return fs, options, prefix, env
+
+
+SCRIPT = """
+import argparse, os, time
+from azureml_user.parallel_run import EntryScript
+
+def init():
+    global LABEL
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--labels")
+    args, _ = parser.parse_known_args()
+    LABEL = open(args.labels).read().strip()
+
+def run(mini_batch):
+    time.sleep(float(os.environ.get("SLOW", "0")))
+    EntryScript().logger.info("scoring %d files", len(mini_batch))
+    for p in mini_batch:
+        assert os.path.isfile(p) and "://" not in p
+        with open(os.path.join(MARKS, "calls"), "a") as f:
+            f.write(os.path.basename(p) + "\\n")
+    return [f"{os.path.basename(p)} {open(p).read().strip()} {LABEL}" for p in mini_batch]
+"""
+
+
+def _upload_inputs(fs, prefix: str, count: int) -> None:
+    for i in range(count):
+        fs.pipe(f"{prefix}/in/f{i:04d}.txt", f"item {i}".encode())
+    fs.pipe(f"{prefix}/side/labels.txt", b"label-x")
+
+
+def test_inputs_side_input_and_output_on_s3(runner, s3):
+    fs, options, prefix, _ = s3
+    _upload_inputs(fs, prefix, 7)
+    script = runner.script(SCRIPT)
+    labels = SideInput(f"s3://{prefix}/side/labels.txt", name="labels", storage_options=options)
+    dataset = FileDataset.from_files(f"s3://{prefix}/in", storage_options=options)
+    from airflow_parallel_run import ParallelRunConfig, run_job
+
+    result = run_job(ParallelRunConfig(entry_script=str(script), mini_batch_size=3,
+                                       process_count_per_node=2),
+                     [dataset], f"s3://{prefix}/out", arguments=["--labels", labels],
+                     output_storage_options=options)
+    assert result.success, result.reason
+    assert result.output_file == f"s3://{prefix}/out/parallel_run_step.txt"
+    fs.invalidate_cache()
+    lines = fs.cat(f"{prefix}/out/parallel_run_step.txt").decode().splitlines()
+    assert lines == [f"f{i:04d}.txt item {i} label-x" for i in range(7)]
+    assert fs.cat(f"{prefix}/out/logs/job_result.txt").decode().startswith("SUCCESS")
+    entry_logs = fs.find(f"{prefix}/out/logs/user/entry_script_log")
+    assert len(entry_logs) == 2
+    assert b"scoring 3 files" in b"".join(fs.cat(p) for p in entry_logs)
+    assert fs.find(f"{prefix}/out/logs/sys/node")
+    assert len(fs.find(f"{prefix}/out/.parallel_run/results")) == 3
+
+
+def test_killed_on_s3_then_run_again_finishes_exactly_once(runner, s3):
+    fs, _, prefix, env = s3
+    _upload_inputs(fs, prefix, 40)
+    script = runner.script(SCRIPT)
+    cmd = CLI + [str(script), "--input", f"s3://{prefix}/in", "--output", f"s3://{prefix}/out",
+                 "--mini-batch-size", "2", "--process-count-per-node", "2",
+                 "--side-input", f"labels=s3://{prefix}/side/labels.txt", "--quiet",
+                 "--", "--labels", "placeholder"]
+    # the side input reaches the script through EntryScript; here --labels names a local copy
+    labels_local = runner.tmp / "labels.txt"
+    labels_local.write_text("label-x")
+    cmd[-1] = str(labels_local)
+    job_env = {**os.environ, **env, "SLOW": "0.2"}
+    first = subprocess.Popen(cmd, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    results = f"{prefix}/out/.parallel_run/results"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        fs.invalidate_cache()
+        if fs.exists(results) and len(fs.find(results)) >= 5:
+            break
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(1.0)
+    fs.invalidate_cache()
+    done_before = {int(p.rsplit("/", 1)[-1][:-4]) for p in fs.find(results)}
+    assert 5 <= len(done_before) < 20
+    calls_before = Counter((runner.marks / "calls").read_text().split())
+
+    second = subprocess.run(cmd, env=job_env, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stdout + second.stderr
+    fs.invalidate_cache()
+    lines = fs.cat(f"{prefix}/out/parallel_run_step.txt").decode().splitlines()
+    assert lines == [f"f{i:04d}.txt item {i} label-x" for i in range(40)]
+    calls_after = Counter((runner.marks / "calls").read_text().split()) - calls_before
+    rerun = {int(name[1:5]) // 2 for name in calls_after}
+    assert not rerun & done_before
+
+
+def test_missing_bucket_and_bad_credentials_are_clear_errors_naming_the_url(runner, s3):
+    fs, options, prefix, env = s3
+    script = runner.script("def run(mb):\n    return mb\n")
+    (runner.inputs).mkdir()
+    (runner.inputs / "a.txt").write_text("a")
+    from airflow_parallel_run import ParallelRunConfig, run_job
+
+    config = ParallelRunConfig(entry_script=str(script))
+    with pytest.raises(InputError) as missing:
+        run_job(config, [FileDataset.from_files(str(runner.inputs))], "s3://no-such-bucket-xyz/out",
+                output_storage_options=options)
+    assert "s3://no-such-bucket-xyz/out" in str(missing.value)
+    assert "bucket" in str(missing.value)
+
+    # a server that checks credentials refuses ours
+    locked, port = _start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        bad = dict(options, key="wrong", secret="wrong",
+                   client_kwargs={"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"})
+        with pytest.raises(InputError) as refused:
+            run_job(config, [FileDataset.from_files(f"s3://{BUCKET}/in", storage_options=bad)],
+                    str(runner.output))
+        message = str(refused.value)
+        assert f"s3://{BUCKET}/in" in message and "refused" in message
+        assert "credentials" in message
+        with pytest.raises(InputError) as refused_output:
+            run_job(config, [FileDataset.from_files(str(runner.inputs))], f"s3://{BUCKET}/out",
+                    output_storage_options=bad)
+        assert f"s3://{BUCKET}/out" in str(refused_output.value)
+    finally:
+        locked.terminate()
+        locked.wait()
+
+    # the same through the command line: exit 2, one line, no traceback
+    done = subprocess.run(CLI + [str(script), "--input", str(runner.inputs), "--output",
+                                 "s3://no-such-bucket-xyz/out"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "s3://no-such-bucket-xyz/out" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_memory_output_location(runner):
+    for i in range(3):
+        (runner.inputs).mkdir(exist_ok=True)
+        (runner.inputs / f"m{i}.txt").write_text(str(i))
+    script = runner.script("import os\ndef run(mb):\n    return [os.path.basename(p) for p in mb]\n")
+    from airflow_parallel_run import ParallelRunConfig, run_job
+
+    result = run_job(ParallelRunConfig(entry_script=str(script), mini_batch_size=2),
+                     [FileDataset.from_files(str(runner.inputs))], "memory://remote-out/job1")
+    assert result.success, result.reason
+    fs = fsspec.filesystem("memory")
+    assert fs.cat("/remote-out/job1/parallel_run_step.txt") == b"m0.txt\nm1.txt\nm2.txt\n"
+    assert fs.cat("/remote-out/job1/logs/job_result.txt").startswith(b"SUCCESS")
