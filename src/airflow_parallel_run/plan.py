@@ -72,6 +72,29 @@ class PlanSummary:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+@dataclass
+class JobPlan:
+    """The planner's answer: small enough for an XCom; nodes and reducer start from it."""
+
+    output: str
+    mini_batch_count: int
+    item_count: int
+    node_count: int
+    fingerprint: str
+    resumed: bool
+    started: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobPlan:
+        return cls(**data)
+
+    def shard(self, node_index: int) -> range:
+        return shard_range(self.mini_batch_count, self.node_count, node_index)
+
+
 def shard_range(mini_batch_count: int, node_count: int, node_index: int) -> range:
     """Node ``node_index``'s contiguous share; shares differ in size by at most one."""
     start = node_index * mini_batch_count // node_count

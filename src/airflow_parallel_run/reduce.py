@@ -7,6 +7,8 @@ succeeded: a reader sees the whole file or none.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,11 +16,17 @@ from typing import Any
 
 from . import logs
 from .config import ParallelRunConfig
+from .plan import JobPlan
+from .progress import write_overview
 from .results import read_record
 from .storage import OutputLocation
 from .thresholds import Totals, final_verdict
 
 ERROR_DIR = "logs/user/error"
+SYS_NODE_DIR = "logs/sys/node"
+PROCESSED_MINI_BATCHES = "logs/sys/job_report/processed_mini_batches.csv"
+PROCESSED_COLUMNS = ("node", "ip", "process", "pid", "mini_batch", "try", "status", "total",
+                     "succeeded", "failed", "start", "duration_s", "run_time_s")
 
 
 @dataclass
@@ -59,11 +67,10 @@ class JobResult:
         return text
 
 
-def reduce_job(
-    location: OutputLocation, config: ParallelRunConfig, mini_batch_count: int, item_count: int,
-    stop_reasons: list[str], started: float | None = None, resumed: bool = False,
-) -> JobResult:
-    """Count every record, judge the job, and write the output file and logs/job_result.txt."""
+def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: JobPlan,
+               stop_reasons: list[str]) -> JobResult:
+    """Count every record, judge the job, write the output file and the job's final logs."""
+    mini_batch_count = job_plan.mini_batch_count
     append = config.output_action == "append_row"
     name = config.append_row_file_name
     tmp = location.local_temp(name) if append else ""
@@ -105,11 +112,48 @@ def reduce_job(
             os.unlink(tmp)
         if not success:
             location.remove(name)  # an older run's file must not pass for this one's
-    elapsed = time.time() - started if started else 0.0
-    result = JobResult(success, reason, totals, mini_batch_count, item_count,
-                       location.display(), output_file, missing, elapsed, resumed)
-    write_job_result(location, result)
+    result = JobResult(success, reason, totals, mini_batch_count, job_plan.item_count,
+                       location.display(), output_file, missing, time.time() - job_plan.started,
+                       job_plan.resumed)
+    write_final_logs(location, job_plan, result)
     return result
+
+
+def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobResult) -> None:
+    """error.txt, processed_mini_batches.csv, job_result.txt and the last progress overview."""
+    errors = write_error_summary(location)
+    write_processed_mini_batches(location)
+    write_job_result(location, result, errors)
+    write_overview(location, job_plan, result.totals,
+                   result="SUCCESS" if result.success else "FAILED", reason=result.reason,
+                   errors=errors)
+
+
+def _sys_node_logs(location: OutputLocation) -> list[str]:
+    return [f"{SYS_NODE_DIR}/{ip}/{name}" for ip in location.listdir(SYS_NODE_DIR)
+            for name in location.listdir(f"{SYS_NODE_DIR}/{ip}") if name.endswith(".txt")]
+
+
+def write_processed_mini_batches(location: OutputLocation) -> None:
+    """One CSV row per mini-batch try, from every process's line in logs/sys/node/."""
+    rows = []
+    for rel in _sys_node_logs(location):
+        process = rel.rsplit("/", 1)[-1][:-4]
+        for text in location.iter_lines(rel):
+            fields = dict(part.split("=", 1) for part in text.split()[1:] if "=" in part)
+            if "mini_batch" not in fields:
+                continue
+            rows.append([fields.get("node", ""), fields.get("ip", ""), process, fields.get("pid", ""),
+                         fields["mini_batch"], fields.get("try", ""), fields.get("status", ""),
+                         fields.get("total", ""), fields.get("succeeded", ""),
+                         fields.get("failed", ""), fields.get("start", ""),
+                         fields.get("duration", ""), fields.get("run_time", "")])
+    rows.sort(key=lambda r: (int(r[4]), int(r[5] or 0), r[10]))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(PROCESSED_COLUMNS)
+    writer.writerows(rows)
+    location.write_atomic(PROCESSED_MINI_BATCHES, buffer.getvalue().encode())
 
 
 def gather_errors(location: OutputLocation) -> list[str]:
@@ -125,14 +169,14 @@ def gather_errors(location: OutputLocation) -> list[str]:
     return events
 
 
-def write_error_summary(location: OutputLocation) -> int:
-    """logs/user/error.txt from the processes' error logs; returns the number of errors."""
+def write_error_summary(location: OutputLocation) -> list[str]:
+    """logs/user/error.txt from the processes' error logs; returns the error lines."""
     events = gather_errors(location)
     location.write_atomic(logs.USER_ERROR_SUMMARY, "".join(f"{e}\n" for e in events).encode())
-    return len(events)
+    return events
 
 
-def write_job_result(location: OutputLocation, result: JobResult) -> None:
+def write_job_result(location: OutputLocation, result: JobResult, errors: list[str]) -> None:
     t = result.totals
     lines = [
         "SUCCESS" if result.success else "FAILED",
@@ -143,9 +187,7 @@ def write_job_result(location: OutputLocation, result: JobResult) -> None:
         f"output: {result.output_file or 'none'}",
         f"elapsed: {result.elapsed_seconds:.1f} s",
     ]
-    errors = write_error_summary(location)
-    if not result.success:
-        if errors:
-            lines.append(f"see {logs.USER_ERROR_SUMMARY}: {errors} errors, full tracebacks in logs/user/error/")
+    if not result.success and errors:
+        lines.append(f"see {logs.USER_ERROR_SUMMARY}: {len(errors)} errors, first: {errors[0]}")
     location.write_atomic(logs.JOB_RESULT, ("\n".join(lines) + "\n").encode())
     location.append_text(logs.MASTER_ROLE, logs.line(f"job result: {lines[0]}; " + "; ".join(lines[1:])))

@@ -67,19 +67,20 @@ class SharedCounts:
     So a threshold broken on one node stops the others soon after, not at the end.
     """
 
-    def __init__(self, location: OutputLocation, node_index: int, read_interval: float = 1.0) -> None:
+    def __init__(self, location: OutputLocation, node_index: int) -> None:
         self.location = location
         self.node_index = node_index
-        self.read_interval = read_interval
+        # An object store is asked less often: a LIST and a GET per node each time.
+        self.read_interval = 5.0 if location.is_remote else 1.0
         self._others = Totals()
         self._read_at = 0.0
 
     def publish(self, totals: Totals) -> None:
         self.location.write_json(f"{COUNTS_DIR}/node-{self.node_index}.json", asdict(totals))
 
-    def job_totals(self, mine: Totals) -> Totals:
+    def job_totals(self, mine: Totals, fresh: bool = False) -> Totals:
         now = time.monotonic()
-        if now - self._read_at >= self.read_interval:
+        if fresh or now - self._read_at >= self.read_interval:
             self._read_at = now
             others = Totals()
             for name in self.location.listdir(COUNTS_DIR):

@@ -12,14 +12,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .. import logs
 from ..config import ParallelRunConfig, check_arguments
 from ..errors import ConfigError, EntryScriptError
 from ..inputs import SideInput
-from ..plan import adopt_plan, plan_job, script_fingerprint, shard_range
+from ..plan import JobPlan, adopt_plan, plan_job, script_fingerprint
 from ..reduce import JobResult, reduce_job
 from ..results import MiniBatchRecord
 from ..storage import open_location
@@ -117,29 +117,6 @@ class Job:
             raise ConfigError(f"inputs: names must differ, got {names}")
 
 
-@dataclass
-class JobPlan:
-    """The planner's answer: small enough for an XCom; nodes and reducer start from it."""
-
-    output: str
-    mini_batch_count: int
-    item_count: int
-    node_count: int
-    fingerprint: str
-    resumed: bool
-    started: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobPlan:
-        return cls(**data)
-
-    def shard(self, node_index: int) -> range:
-        return shard_range(self.mini_batch_count, self.node_count, node_index)
-
-
 def plan(job: Job) -> JobPlan:
     """List the inputs into a plan in the output location; resume an identical earlier run."""
     started = time.time()
@@ -163,7 +140,7 @@ def plan(job: Job) -> JobPlan:
 
 def make_node(job: Job, job_plan: JobPlan, node_index: int,
               on_record: Callable[[int, MiniBatchRecord], None] | None = None) -> Node:
-    spec = NodeSpec(config=job.config, entry_script=job.script.path,
+    spec = NodeSpec(config=job.config, plan=job_plan, entry_script=job.script.path,
                     working_dir=job.script.working_dir, arguments=job.arguments,
                     output=job.location, node_index=node_index,
                     datasets={d.name: d for d in job.inputs}, side_inputs=job.side_inputs)
@@ -177,8 +154,7 @@ def reduce(job: Job, job_plan: JobPlan, node_results: Sequence[NodeResult | None
         reasons.append("a node did not report its result")
     if any(r is not None and r.aborted for r in node_results):
         reasons.append("the job was interrupted before it finished; run it again to resume")
-    result = reduce_job(job.location, job.config, job_plan.mini_batch_count, job_plan.item_count,
-                        reasons, job_plan.started, job_plan.resumed)
+    result = reduce_job(job.location, job.config, job_plan, reasons)
     if job_plan.mini_batch_count == 0:
         result.notes.append("the input is empty: nothing to do")
     return result

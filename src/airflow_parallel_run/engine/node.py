@@ -30,7 +30,8 @@ from typing import Any
 from .. import logs
 from ..config import ParallelRunConfig
 from ..inputs import SideInput
-from ..plan import MiniBatch, iter_plan
+from ..plan import JobPlan, MiniBatch, iter_plan
+from ..progress import OVERVIEW_INTERVAL, write_overview
 from ..results import FAILED, OK, MiniBatchRecord, read_records, record_rel, write_record
 from ..storage import LocalLocation, OutputLocation
 from ..thresholds import SharedCounts, Totals, exceeded_while_running
@@ -58,6 +59,7 @@ class NodeSpec:
     """What one node needs to run its shard; built by the job (or the Airflow node task)."""
 
     config: ParallelRunConfig
+    plan: JobPlan
     entry_script: str
     working_dir: str
     arguments: list[Any]  # strings, and SideInput objects that become local paths
@@ -134,6 +136,7 @@ class Node:
         # staging folder whose records and logs this node uploads.
         self.work: LocalLocation = spec.output if isinstance(spec.output, LocalLocation) else None  # type: ignore[assignment]
         self.published_at = 0.0
+        self.overview_at = 0.0
         self._wake_r, self._wake_w = os.pipe()
 
     # -- public ---------------------------------------------------------------------------------
@@ -288,6 +291,8 @@ class Node:
                 return
             if self.location.is_remote and time.monotonic() - self.published_at > LOG_UPLOAD_INTERVAL:
                 self._publish_logs()
+            if time.monotonic() - self.overview_at >= OVERVIEW_INTERVAL:
+                self._write_overview()
             now = time.monotonic()
             timeout = min([POLL] + [max(0.0, s.deadline - now) for s in self.slots])
             waitables: list[Any] = [self._wake_r]
@@ -519,6 +524,12 @@ class Node:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.location.get_file(rel, str(target))
 
+    def _write_overview(self) -> None:
+        """Share this node's counts, and rewrite the job's overview from everyone's."""
+        self.overview_at = time.monotonic()
+        self.shared.publish(self.totals)
+        write_overview(self.location, self.spec.plan, self.shared.job_totals(self.totals, fresh=True))
+
     def _publish_logs(self) -> None:
         self.published_at = time.monotonic()
         self.location.upload_tree(str(self.work.root))
@@ -531,7 +542,7 @@ class Node:
         ok = record.succeeded if record else 0
         self.work.append_text(
             logs.sys_node_log(self.spec.ip, slot.name),
-            f"{logs.timestamp()} ip={self.spec.ip} pid={pid or (slot.process.pid if slot.process else '-')} "
+            f"{logs.timestamp()} node={self.spec.node_index} ip={self.spec.ip} pid={pid or (slot.process.pid if slot.process else '-')} "
             f"mini_batch={task.batch.index} try={task.try_number} status={status} total={total} "
             f"succeeded={ok} failed={total - ok} start={logs.timestamp(started)} "
             f"duration={now - slot.since:.3f} run_time={run_seconds:.3f}\n",
