@@ -50,10 +50,11 @@ class Runner:
         return write_script(self.scripts, body.replace("MARKS", repr(str(self.marks))))
 
     def run(self, script: Path, inputs: list | None = None, arguments: list | None = None,
-            side_inputs: list | None = None, **config: object):
+            side_inputs: list | None = None, secrets: list | None = None, **config: object):
         cfg = ParallelRunConfig(entry_script=str(script), **config)
         datasets = inputs or [FileDataset.from_files(str(self.inputs))]
-        return run_job(cfg, datasets, str(self.output), arguments=arguments, side_inputs=side_inputs)
+        return run_job(cfg, datasets, str(self.output), arguments=arguments,
+                       side_inputs=side_inputs, secrets=secrets or ())
 
     def marks_named(self, prefix: str) -> list[Path]:
         return sorted(p for p in self.marks.iterdir() if p.name.startswith(prefix))

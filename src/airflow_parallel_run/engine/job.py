@@ -97,7 +97,9 @@ class Job:
     def __init__(self, config: ParallelRunConfig, inputs: Sequence[Any], output: str,
                  arguments: Sequence[Any] | None = None,
                  side_inputs: Sequence[SideInput] | None = None,
-                 output_storage_options: dict[str, Any] | None = None) -> None:
+                 output_storage_options: dict[str, Any] | None = None,
+                 secrets: Sequence[str] = ()) -> None:
+        self.secrets = list(secrets)
         self.config = config.rendered()
         self.inputs = list(inputs)
         self.arguments = check_arguments(list(arguments or []))
@@ -143,7 +145,8 @@ def make_node(job: Job, job_plan: JobPlan, node_index: int,
     spec = NodeSpec(config=job.config, plan=job_plan, entry_script=job.script.path,
                     working_dir=job.script.working_dir, arguments=job.arguments,
                     output=job.location, node_index=node_index,
-                    datasets={d.name: d for d in job.inputs}, side_inputs=job.side_inputs)
+                    datasets={d.name: d for d in job.inputs}, side_inputs=job.side_inputs,
+                    secrets=job.secrets)
     return Node(spec, job_plan.shard(node_index), on_record)
 
 
@@ -184,12 +187,13 @@ def run_job(
     on_plan: Callable[[JobPlan, Progress], None] | None = None,
     stop_event: threading.Event | None = None,
     output_storage_options: dict[str, Any] | None = None,
+    secrets: Sequence[str] = (),
 ) -> JobResult:
     """Plan, run every node on this machine (a thread each), reduce.
 
     Raises ParallelRunError (ConfigError, InputError, EntryScriptError) on bad input.
     """
-    job = Job(config, inputs, output, arguments, side_inputs, output_storage_options)
+    job = Job(config, inputs, output, arguments, side_inputs, output_storage_options, secrets)
     job_plan = plan(job)
     progress = Progress(job_plan)
     if on_plan is not None:

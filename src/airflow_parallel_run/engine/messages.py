@@ -83,6 +83,7 @@ class WorkerSpec:
     ip: str
     node_index: int
     side_inputs: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)  # masked in every log
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

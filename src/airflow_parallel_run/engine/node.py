@@ -30,6 +30,7 @@ from typing import Any
 from .. import logs
 from ..config import ParallelRunConfig
 from ..inputs import SideInput
+from ..masking import Masker
 from ..plan import JobPlan, MiniBatch, iter_plan
 from ..progress import OVERVIEW_INTERVAL, write_overview
 from ..results import FAILED, OK, MiniBatchRecord, read_records, record_rel, write_record
@@ -67,6 +68,7 @@ class NodeSpec:
     node_index: int
     datasets: dict[str, Any] = field(default_factory=dict)  # name -> dataset (to fetch remote files)
     side_inputs: list[SideInput] = field(default_factory=list)  # fetched once by the node
+    secrets: list[str] = field(default_factory=list)  # values masked in every log
     ip: str = field(default_factory=logs.node_ip)
 
 
@@ -137,6 +139,7 @@ class Node:
         self.work: LocalLocation = spec.output if isinstance(spec.output, LocalLocation) else None  # type: ignore[assignment]
         self.published_at = 0.0
         self.overview_at = 0.0
+        self.masker = Masker(spec.secrets)
         self._wake_r, self._wake_w = os.pipe()
 
     # -- public ---------------------------------------------------------------------------------
@@ -157,6 +160,8 @@ class Node:
                 if slot.process is not None:
                     slot.process.kill_tree()
                     slot.process = None
+            if self.work is not None:
+                self.masker.scrub_tree(str(self.work.path("logs")))
             if self.cache_dir and self.location.is_remote:
                 self._publish_logs()
             if self.cache_dir:
@@ -197,7 +202,7 @@ class Node:
             append_row_separator=self.config.append_row_separator,
             append_row_dataframe_header=self.config.append_row_dataframe_header,
             logging_level=self.config.logging_level, ip=spec.ip,
-            node_index=spec.node_index, side_inputs=side_paths,
+            node_index=spec.node_index, side_inputs=side_paths, secrets=list(spec.secrets),
         )
         self.spec_path = os.path.join(self.cache_dir, "worker_spec.json")
         with open(self.spec_path, "w", encoding="utf-8") as handle:
@@ -532,6 +537,7 @@ class Node:
 
     def _publish_logs(self) -> None:
         self.published_at = time.monotonic()
+        self.masker.scrub_tree(str(self.work.path("logs")))
         self.location.upload_tree(str(self.work.root))
 
     def _sys_line(self, slot: _Slot, task: _Task, status: str, run_seconds: float,

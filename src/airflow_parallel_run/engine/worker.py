@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import entry_script, logs
+from ..masking import Masker, MaskingFilter, MaskingStream
 from ..results import OK, MiniBatchRecord, write_record
 from ..storage import LocalLocation
 from .messages import (
@@ -111,6 +112,7 @@ class Worker:
         self.run_fn: Any = None
         self.with_context = False
         self.module: ModuleType | None = None
+        self.masker = Masker(spec.secrets)
 
     # -- errors ---------------------------------------------------------------------------------
 
@@ -118,9 +120,11 @@ class Worker:
         """Append the current exception's traceback to this process's error log; one line back."""
         exc_type, exc, _ = sys.exc_info()
         error = (f"{exc_type.__name__ if exc_type else 'Error'}: {exc}".splitlines() or ["Error"])[0]
+        error = self.masker.mask(error)
         self.location.append_text(
             logs.user_error(self.spec.ip, self.name),
-            logs.error_event(self.name, os.getpid(), what, error, traceback.format_exc()),
+            logs.error_event(self.name, os.getpid(), what, error,
+                             self.masker.mask(traceback.format_exc())),
         )
         return error
 
@@ -143,6 +147,11 @@ class Worker:
             log_file=str(self.location.path(logs.entry_script_log(spec.ip, self.name))),
             logging_level=spec.logging_level,
         ))
+        helper = entry_script.EntryScript()  # its log file exists even if the script never logs
+        if self.masker:
+            helper.logger.addFilter(MaskingFilter(self.masker))
+            sys.stdout = MaskingStream(sys.stdout, self.masker)  # type: ignore[assignment]
+            sys.stderr = MaskingStream(sys.stderr, self.masker)  # type: ignore[assignment]
         try:
             self.module = load_entry_script(spec.entry_script)
             self.run_fn = getattr(self.module, "run", None)

@@ -1,0 +1,91 @@
+"""Secrets never reach a log: values known to be secret are replaced by ``***``.
+
+Worker processes mask what Python writes (prints, the entry script's logger, tracebacks) as
+it is written; a node scrubs its log files once more when it ends, for what bypassed Python
+(child processes, C extensions writing to file descriptor 1 or 2).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "***"
+MIN_LENGTH = 3  # shorter values would mask ordinary words
+
+
+class Masker:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        values = sorted({s for s in secrets if isinstance(s, str) and len(s) >= MIN_LENGTH},
+                        key=len, reverse=True)
+        self.secrets = values
+        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def mask(self, text: str) -> str:
+        return self._pattern.sub(MASK, text) if self._pattern else text
+
+    def scrub_tree(self, folder: str) -> None:
+        """Rewrite every file under ``folder`` that holds a secret."""
+        if not self:
+            return
+        needles = [s.encode() for s in self.secrets]
+        for dirpath, _, filenames in os.walk(folder):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                try:
+                    with open(path, "rb") as handle:
+                        data = handle.read()
+                except OSError:
+                    continue
+                if any(n in data for n in needles):
+                    masked = self.mask(data.decode("utf-8", "surrogateescape"))
+                    with open(path, "wb") as handle:
+                        handle.write(masked.encode("utf-8", "surrogateescape"))
+
+
+class MaskingStream(io.TextIOBase):
+    """A text stream that masks what is written through it (sys.stdout, sys.stderr)."""
+
+    def __init__(self, stream: Any, masker: Masker) -> None:
+        self._stream = stream
+        self._masker = masker
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._masker.mask(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+class MaskingFilter(logging.Filter):
+    """Masks a log record's final message (arguments included)."""
+
+    def __init__(self, masker: Masker) -> None:
+        super().__init__()
+        self.masker = masker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.masker.mask(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = self.masker.mask(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True

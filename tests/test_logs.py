@@ -1,0 +1,100 @@
+"""The logs a job leaves (issue 5): overview, per-mini-batch report, errors, no secrets."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+
+from conftest import make_files
+
+MIXED = """
+import os, signal, time
+def run(mini_batch):
+    name = os.path.basename(mini_batch[0])
+    marker = os.path.join(MARKS, "seen-" + name)
+    first = not os.path.exists(marker)
+    open(marker, "w").close()
+    if name == "f0000.txt":
+        raise ValueError("bad input 17 in " + name)
+    if name == "f0002.txt":
+        raise ValueError("bad input 23 in " + name)
+    if name == "f0004.txt" and first:
+        time.sleep(10_000)
+    if name == "f0006.txt" and first:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if name == "f0008.txt":
+        return [name]
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_a_mixed_job_leaves_every_log_and_the_counts_add_up(runner):
+    make_files(runner.inputs, 12)
+    result = runner.run(runner.script(MIXED), mini_batch_size=2, run_max_try=2,
+                        run_invocation_timeout=1.5, process_count_per_node=2)
+    out = runner.output
+    # 6 mini-batches: 2 fail twice (4 failed items), 1 returns 1 of 2, 3 succeed (1 after a
+    # timeout, 1 after a crash)
+    assert result.success
+    assert (result.totals.failed_mini_batches, result.totals.failed_items,
+            result.totals.succeeded_items) == (2, 5, 7)
+
+    overview = (out / "logs/job_progress_overview.txt").read_text()
+    assert "status: SUCCESS" in overview
+    assert "mini-batches: 6 scheduled, 6 done (100.0%), 2 failed" in overview
+    assert "items: 12 scheduled, 7 succeeded, 5 failed" in overview
+
+    with open(out / "logs/sys/job_report/processed_mini_batches.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["mini_batch"], r["try"], r["status"]) for r in rows] == [
+        ("0", "1", "failed"), ("0", "2", "failed"),
+        ("1", "1", "failed"), ("1", "2", "failed"),
+        ("2", "1", "timeout"), ("2", "2", "ok"),
+        ("3", "1", "died"), ("3", "2", "ok"),
+        ("4", "1", "ok"), ("5", "1", "ok"),
+    ]
+    ok_rows = [r for r in rows if r["status"] == "ok"]
+    assert sum(int(r["succeeded"]) for r in ok_rows) == result.totals.succeeded_items
+    assert all(r["pid"].isdigit() and r["ip"] and r["start"].endswith("Z") for r in rows)
+
+    errors = (out / "logs/user/error.txt").read_text().splitlines()
+    assert len(errors) == 7  # 4 raised tries, 1 timeout, 1 crash, 1 short result
+    assert all("(details: logs/user/error/" in e for e in errors)
+    job_result = (out / "logs/job_result.txt").read_text()
+    assert "items: 12 planned, 7 succeeded, 5 failed" in job_result
+
+    for kind in ("stdout", "stderr", "entry_script_log"):
+        assert len(list((out / "logs/user" / kind).rglob("process00*"))) == 2
+    assert len(list((out / "logs/sys/node").rglob("process00*.txt"))) == 2
+    master = (out / "logs/sys/master_role.txt").read_text()
+    assert "planned 12 items in 6 mini-batches" in master and "job result: SUCCESS" in master
+
+
+def test_secrets_never_reach_a_log(runner):
+    make_files(runner.inputs, 4)
+    secret = "s3cr3t-Passw0rd"
+    script = runner.script("""
+    import argparse, os, subprocess, sys
+    from airflow_parallel_run import EntryScript
+    def run(mini_batch):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--password")
+        password = parser.parse_known_args()[0].password
+        print("connecting with", password)
+        print("to stderr", password, file=sys.stderr)
+        EntryScript().logger.warning("logged %s", password)
+        subprocess.run(["echo", "child says " + password])
+        if mini_batch[0].endswith("f0000.txt"):
+            raise RuntimeError("login failed for " + password)
+        return [password for _ in mini_batch]
+    """)
+    result = runner.run(script, mini_batch_size=2, run_max_try=1,
+                        arguments=["--password", secret], secrets=[secret],
+                        output_action="summary_only")
+    assert result.totals.failed_mini_batches == 1
+    found = subprocess.run(["grep", "-rl", secret, str(runner.output)], capture_output=True, text=True)
+    assert found.stdout == ""
+    stdout = "".join(p.read_text() for p in (runner.output / "logs/user/stdout").rglob("*.txt"))
+    assert "connecting with ***" in stdout and "child says ***" in stdout
+    errors = (runner.output / "logs/user/error.txt").read_text()
+    assert "login failed for ***" in errors
