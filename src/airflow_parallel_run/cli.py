@@ -114,7 +114,11 @@ class ProgressDisplay:
         left = p.mini_batch_count - t.mini_batches_done
         eta = f"{left / rate:.0f}s" if rate > 0 else "?"
         percent = 100.0 * t.mini_batches_done / p.mini_batch_count if p.mini_batch_count else 100
-        return (f"{t.mini_batches_done}/{p.mini_batch_count} mini-batches ({percent:.0f}%), "
+        bar = ""
+        if self.tty:
+            filled = int(percent / 5)
+            bar = f"[{'#' * filled}{'.' * (20 - filled)}] "
+        return (f"{bar}{t.mini_batches_done}/{p.mini_batch_count} mini-batches ({percent:.0f}%), "
                 f"{t.succeeded_items} items ok, {t.failed_items} failed, "
                 f"{rate:.1f} mini-batches/s, {elapsed:.0f}s elapsed, ETA {eta}")
 

@@ -226,6 +226,7 @@ class Node:
         slot.state = STARTING
         slot.task = None
         slot.since = time.monotonic()
+        self._debug(slot.name, f"started worker pid={slot.process.pid}")
         slot.deadline = slot.since + self.config.effective_init_timeout
 
     # -- work queue -----------------------------------------------------------------------------
@@ -290,7 +291,9 @@ class Node:
                 if slot.state == IDLE:
                     self._dispatch(slot)
                 elif slot.state == GONE and slot.process is None and self._has_work():
-                    if not self._init_gave_up():
+                    # Never more init() attempts than the limit, even with several in flight.
+                    starting = sum(s.state == STARTING for s in self.slots)
+                    if self.init_failures + starting < 3 * self.ppn:
                         self._spawn(slot)
             if all(slot.state == GONE for slot in self.slots):
                 return
@@ -343,6 +346,8 @@ class Node:
         slot.deadline = slot.since + float(self.config.run_invocation_timeout)
         slot.process.conn.send(RunMiniBatch(task.batch.index, task.batch.dataset, items,
                                             task.try_number))
+        self._debug(slot.name, f"sent mini_batch={task.batch.index} try={task.try_number} "
+                               f"to pid={slot.process.pid}")
 
     def _receive(self, slot: _Slot) -> None:
         process = slot.process
@@ -513,6 +518,11 @@ class Node:
                 slot.state = GONE
 
     # -- logs -----------------------------------------------------------------------------------
+
+    def _debug(self, process: str, text: str) -> None:
+        """Worker life and dispatch details, with logging_level DEBUG only."""
+        if self.config.logging_level == "DEBUG":
+            self.work.append_text(logs.sys_node_log(self.spec.ip, process), logs.line(f"DEBUG {text}"))
 
     def _error_event(self, process: str, pid: int | None, task: _Task, error: str,
                      details: str = "") -> None:
