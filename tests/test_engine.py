@@ -184,8 +184,12 @@ def test_after_run_max_try_failed_tries_every_item_of_the_mini_batch_fails(runne
     tracebacks = "".join(p.read_text() for p in (runner.output / "logs/user/error").rglob("*.txt"))
     events = [ln for ln in tracebacks.splitlines() if ln.startswith("=== ")]
     assert len(events) == 4 and all("ValueError: cannot score f0002.txt" in e for e in events)
-    summary = (runner.output / "logs/user/error.txt").read_text().splitlines()
-    assert [ln.split(" mini-batch ")[1].split(":")[0] for ln in summary] == [
+    summary = (runner.output / "logs/user/error.txt").read_text()
+    grouped, every = summary.split("every error, oldest first:\n")
+    assert grouped.splitlines()[0] == "4 errors in 1 groups, most frequent first:"
+    assert grouped.splitlines()[1].startswith("4 x ValueError: cannot score f0002.txt -- first ")
+    assert f"first item: {runner.inputs / 'f0002.txt'}" in grouped
+    assert [ln.split(" mini-batch ")[1].split(":")[0] for ln in every.splitlines()] == [
         "1 try 1", "1 try 2", "1 try 3", "1 try 4"]
     assert "Traceback (most recent call last)" in tracebacks
 

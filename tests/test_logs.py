@@ -15,9 +15,9 @@ def run(mini_batch):
     first = not os.path.exists(marker)
     open(marker, "w").close()
     if name == "f0000.txt":
-        raise ValueError("bad input 17 in " + name)
+        raise ValueError("bad input 17 in " + mini_batch[0])
     if name == "f0002.txt":
-        raise ValueError("bad input 23 in " + name)
+        raise ValueError("bad input 23 in " + mini_batch[0])
     if name == "f0004.txt" and first:
         time.sleep(10_000)
     if name == "f0006.txt" and first:
@@ -57,9 +57,13 @@ def test_a_mixed_job_leaves_every_log_and_the_counts_add_up(runner):
     assert sum(int(r["succeeded"]) for r in ok_rows) == result.totals.succeeded_items
     assert all(r["pid"].isdigit() and r["ip"] and r["start"].endswith("Z") for r in rows)
 
-    errors = (out / "logs/user/error.txt").read_text().splitlines()
+    grouped, every = (out / "logs/user/error.txt").read_text().split("every error, oldest first:\n")
+    errors = every.splitlines()
     assert len(errors) == 7  # 4 raised tries, 1 timeout, 1 crash, 1 short result
     assert all("(details: logs/user/error/" in e for e in errors)
+    groups = grouped.splitlines()
+    assert groups[0] == "7 errors in 4 groups, most frequent first:"
+    assert groups[1].startswith("4 x ValueError: bad input <n> in <path>")
     job_result = (out / "logs/job_result.txt").read_text()
     assert "items: 12 planned, 7 succeeded, 5 failed" in job_result
 
@@ -98,3 +102,26 @@ def test_secrets_never_reach_a_log(runner):
     assert "connecting with ***" in stdout and "child says ***" in stdout
     errors = (runner.output / "logs/user/error.txt").read_text()
     assert "login failed for ***" in errors
+
+
+def test_the_resource_monitor_samples_workers_and_is_off_at_zero(runner):
+    make_files(runner.inputs, 6)
+    script = runner.script("import time\ndef run(mb):\n    time.sleep(0.3)\n    return mb\n")
+    result = runner.run(script, mini_batch_size=1, process_count_per_node=2,
+                        resource_monitor_interval=0.2)
+    assert result.success
+    [perf] = list((runner.output / "logs/perf").iterdir())
+    with open(perf / "processes_resource_usage.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["process"] for r in rows} == {"process000", "process001"}
+    with open(perf / "node_resource_usage.csv") as handle:
+        assert len(list(csv.DictReader(handle))) >= 3
+    assert (perf / "node_disk_usage.csv").exists()
+    assert list((perf / "os").rglob("processes_*"))
+    report = (runner.output / "logs/job_report.html").read_text()
+    assert 'id="chart-progress"' in report and 'id="chart-cpu"' in report
+
+    runner.output = runner.tmp / "out-without-monitor"
+    assert runner.run(script, mini_batch_size=3, resource_monitor_interval=0).success
+    assert not (runner.output / "logs/perf").exists()
+    assert (runner.output / "logs/job_report.html").exists()

@@ -10,6 +10,8 @@ JOB_RESULT = "logs/job_result.txt"
 JOB_PROGRESS = "logs/job_progress_overview.txt"
 MASTER_ROLE = "logs/sys/master_role.txt"
 USER_ERROR_SUMMARY = "logs/user/error.txt"
+PROCESSED_MINI_BATCHES = "logs/sys/job_report/processed_mini_batches.csv"
+JOB_REPORT = "logs/job_report.html"
 
 
 def node_ip() -> str:

@@ -101,7 +101,7 @@ class ResourceMonitor:
         self._stopping.set()
         self._thread.join()
         self._thread = None
-        self._sample_safely()
+        self._sample()
 
     # -- the thread ------------------------------------------------------------------------------
 
@@ -114,11 +114,21 @@ class ResourceMonitor:
         except Exception:
             log.warning("resource monitor: could not prepare", exc_info=True)
         while not self._stopping.wait(self.interval):
-            self._sample_safely()
+            self._sample()
 
-    def _sample_safely(self) -> None:
+    def _sample(self) -> None:
+        """One sample; each file on its own, so one failing counter costs only its file."""
+        moment = datetime.now(tz=UTC)
+        now = logs.timestamp(moment.timestamp())
+        self._guarded(lambda: self._append(NODE_USAGE, NODE_COLUMNS, [self._node_row(now)]))
+        self._guarded(lambda: self._append(PROCESSES_USAGE, PROCESS_COLUMNS,
+                                           self._process_rows(now)))
+        self._guarded(lambda: self._append(DISK_USAGE, DISK_COLUMNS, self._disk_rows(now)))
+        self._guarded(lambda: self._snapshot(moment))
+
+    def _guarded(self, step: Callable[[], None]) -> None:
         try:
-            self.sample()
+            step()
         except Exception:
             # the first failure is worth a warning with its traceback; a repeating one is not
             self._failures += 1
@@ -127,17 +137,13 @@ class ResourceMonitor:
             else:
                 log.debug("resource monitor: a sample failed", exc_info=True)
 
-    def sample(self) -> None:
-        """Append one sample to each file (and the process table, once a minute)."""
-        moment = datetime.now(tz=UTC)
-        now = logs.timestamp(moment.timestamp())
-        self._append(NODE_USAGE, NODE_COLUMNS, [self._node_row(now)])
-        self._append(PROCESSES_USAGE, PROCESS_COLUMNS, self._process_rows(now))
-        self._append(DISK_USAGE, DISK_COLUMNS, self._disk_rows(now))
+    def _snapshot(self, moment: datetime) -> None:
+        """The process table, once a minute: walking every process is the costly part."""
         minute = f"{moment:%Y%m%d%H%M}"
         if minute != self._snapshot_minute:
             self._snapshot_minute = minute
-            self.work.write_atomic(snapshot_rel(self.ip, moment), process_table(self.redact).encode())
+            table = process_table(self.redact)
+            self.work.write_atomic(snapshot_rel(self.ip, moment), table.encode())
 
     # -- rows ------------------------------------------------------------------------------------
 
@@ -219,7 +225,8 @@ def process_table(redact: Callable[[str], str] | None = None) -> str:
     %CPU is measured since the previous table (0.0 for a process seen for the first time).
     """
     lines = [f"# {logs.timestamp()} processes on {_hostname()}",
-             f"{'PID':>8} {'PPID':>8} {'USER':<12} {'%CPU':>6} {'RSS_MB':>9} {'STATUS':<10} COMMAND"]
+             f"{'PID':>8} {'PPID':>8} {'USER':<12} {'%CPU':>6} {'RSS_MB':>9} {'STATUS':<10} "
+             "COMMAND"]
     attrs = ["pid", "ppid", "username", "cpu_percent", "memory_info", "status", "cmdline", "name"]
     for process in sorted(psutil.process_iter(attrs, ad_value=None), key=lambda p: p.pid):
         info = process.info

@@ -44,7 +44,8 @@ def overview_text(job_plan: JobPlan, totals: Totals, *, result: str | None = Non
         if reason:
             lines.append(f"reason: {reason}")
         if errors:
-            lines.append(f"see {logs.USER_ERROR_SUMMARY}: {len(errors)} errors, first: {errors[0]}")
+            lines.append(f"see {logs.USER_ERROR_SUMMARY}: {errors[0]}")
+        lines.append(f"report: {logs.JOB_REPORT}")
     return "\n".join(lines) + "\n"
 
 

@@ -10,21 +10,23 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import logs
 from .config import ParallelRunConfig
-from .plan import JobPlan
+from .plan import JobPlan, iter_plan
 from .progress import write_overview
+from .report import ErrorGroup, group_errors, write_job_report
 from .results import read_record
 from .storage import OutputLocation
 from .thresholds import Totals, final_verdict
 
 ERROR_DIR = "logs/user/error"
 SYS_NODE_DIR = "logs/sys/node"
-PROCESSED_MINI_BATCHES = "logs/sys/job_report/processed_mini_batches.csv"
+PROCESSED_MINI_BATCHES = logs.PROCESSED_MINI_BATCHES
 PROCESSED_COLUMNS = ("node", "ip", "process", "pid", "mini_batch", "try", "status", "total",
                      "succeeded", "failed", "start", "duration_s", "run_time_s")
 
@@ -120,13 +122,23 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
 
 
 def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobResult) -> None:
-    """error.txt, processed_mini_batches.csv, job_result.txt and the last progress overview."""
-    errors = write_error_summary(location)
+    """error.txt, processed_mini_batches.csv, job_result.txt, the report, the last overview."""
+    events = gather_errors(location)
+    groups = write_error_summary(location, events)
     write_processed_mini_batches(location)
-    write_job_result(location, result, errors)
+    pointer = _error_pointer(events, groups)
+    write_job_result(location, result, pointer)
+    write_job_report(location, errors=events)
     write_overview(location, job_plan, result.totals,
                    result="SUCCESS" if result.success else "FAILED", reason=result.reason,
-                   errors=errors)
+                   errors=[pointer] if pointer else None)
+
+
+def _error_pointer(events: list[str], groups: list[ErrorGroup]) -> str | None:
+    if not events:
+        return None
+    return (f"{len(events)} errors in {len(groups)} groups; most frequent: "
+            f"{groups[0].count} x {groups[0].signature}, first in {groups[0].first_where}")
 
 
 def _sys_node_logs(location: OutputLocation) -> list[str]:
@@ -169,14 +181,31 @@ def gather_errors(location: OutputLocation) -> list[str]:
     return events
 
 
-def write_error_summary(location: OutputLocation) -> list[str]:
-    """logs/user/error.txt from the processes' error logs; returns the error lines."""
-    events = gather_errors(location)
-    location.write_atomic(logs.USER_ERROR_SUMMARY, "".join(f"{e}\n" for e in events).encode())
-    return events
+def _first_item(location: OutputLocation, where: str) -> str | None:
+    match = re.search(r"mini-batch (\d+)", where)
+    if not match:
+        return None
+    index = int(match.group(1))
+    batch = next(iter_plan(location, range(index, index + 1)), None)
+    return batch.items[0] if batch is not None and batch.items else None
 
 
-def write_job_result(location: OutputLocation, result: JobResult, errors: list[str]) -> None:
+def write_error_summary(location: OutputLocation, events: list[str]) -> list[ErrorGroup]:
+    """logs/user/error.txt: identical errors grouped, then every error oldest first."""
+    groups = group_errors(events)
+    if not events:
+        location.write_atomic(logs.USER_ERROR_SUMMARY, b"no errors\n")
+        return groups
+    lines = [f"{len(events)} errors in {len(groups)} groups, most frequent first:"]
+    for group in groups:
+        item = _first_item(location, group.first_where)
+        lines.append(group.describe() + (f"; first item: {item}" if item else ""))
+    lines += ["", "every error, oldest first:", *events]
+    location.write_atomic(logs.USER_ERROR_SUMMARY, ("\n".join(lines) + "\n").encode())
+    return groups
+
+
+def write_job_result(location: OutputLocation, result: JobResult, error_pointer: str | None) -> None:
     t = result.totals
     lines = [
         "SUCCESS" if result.success else "FAILED",
@@ -187,7 +216,8 @@ def write_job_result(location: OutputLocation, result: JobResult, errors: list[s
         f"output: {result.output_file or 'none'}",
         f"elapsed: {result.elapsed_seconds:.1f} s",
     ]
-    if not result.success and errors:
-        lines.append(f"see {logs.USER_ERROR_SUMMARY}: {len(errors)} errors, first: {errors[0]}")
+    if error_pointer:
+        lines.append(f"see {logs.USER_ERROR_SUMMARY}: {error_pointer}")
+    lines.append(f"report: {logs.JOB_REPORT}")
     location.write_atomic(logs.JOB_RESULT, ("\n".join(lines) + "\n").encode())
     location.append_text(logs.MASTER_ROLE, logs.line(f"job result: {lines[0]}; " + "; ".join(lines[1:])))

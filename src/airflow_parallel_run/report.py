@@ -29,8 +29,8 @@ from . import logs
 from .monitor import DISK_USAGE, NODE_USAGE, PROCESSES_USAGE, perf_rel
 from .storage import OutputLocation
 
-REPORT = "logs/job_report.html"
-PROCESSED_MINI_BATCHES = "logs/sys/job_report/processed_mini_batches.csv"
+REPORT = logs.JOB_REPORT
+PROCESSED_MINI_BATCHES = logs.PROCESSED_MINI_BATCHES
 PERF_DIR = "logs/perf"
 SLOWEST = 10
 MAX_POINTS = 800  # per chart line: enough for the eye, keeps the page small for long jobs
@@ -65,9 +65,11 @@ _EVENT = re.compile(r"^(?P<time>\S+) (?P<process>\S+) pid (?P<pid>\S+) (?P<what>
                     r"(?P<error>.*?)(?: \(details: (?P<details>[^()]*)\))?$")
 _SHAPES = (  # order matters: a path may hold numbers, a quoted string may hold a path
     (re.compile(r"""(?<!\w)'[^'\n]*'(?!\w)|(?<!\w)"[^"\n]*"(?!\w)"""), "<str>"),
-    (re.compile(r"\b[A-Za-z][\w+.-]*://\S+"), "<url>"),
-    # /abs/path, ./rel, a/b/c, dir/file.ext; not "and/or"
-    (re.compile(r"(?:(?<=[\s=(\[:,'\"])|^)(?:(?:~|\.{1,2})?/[\w.~-]+(?:/[\w.~-]+)*|[\w.~-]+(?:/[\w.~-]+){2,}"
+    (re.compile(r"\b[A-Za-z][\w+.-]*://[^\s'\"()]+"), "<url>"),
+    # /abs/path, ./rel, a/b/c, dir/file.ext; not "and/or", not "</b>"
+    (re.compile(r"(?:(?<=[\s=(\[:,'\"])|^)"
+                r"(?:(?:~|\.{1,2})?/[\w.~-]+(?:/[\w.~-]+)*"
+                r"|[\w.~-]+(?:/[\w.~-]+){2,}"
                 r"|[\w.~-]+/[\w~-]+\.\w+)/?"), "<path>"),
     (re.compile(r"\b0x[0-9A-Fa-f]+\b"), "<hex>"),
     (re.compile(r"\b\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b"), "<n>"),
@@ -207,7 +209,8 @@ def _finished(tries: list[_Try]) -> list[_Try]:
     deciding: dict[int, _Try] = {}
     for t in tries:
         best = deciding.get(t.mini_batch)
-        if best is None or (best.status != "ok" and (t.status == "ok" or t.try_number > best.try_number)):
+        if best is None or (best.status != "ok"
+                            and (t.status == "ok" or t.try_number > best.try_number)):
             deciding[t.mini_batch] = t
     return [t for t in deciding.values() if t.status != "stopped" and t.start is not None]
 
@@ -292,8 +295,9 @@ def _line_chart(chart_id: str, title: str, series: list[_Series], y_label: str,
              f'width="{width}" height="{height}" role="img" aria-label="{_e(title)}">',
              f'<rect class="plot" x="{left}" y="{top}" width="{plot_w}" height="{plot_h}"/>']
     for value in ticks:
-        parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" '
-                     f'y2="{y(value):.1f}"/><text class="tick" x="{left - 6}" y="{y(value) + 4:.1f}" '
+        level = y(value)
+        parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{level:.1f}" '
+                     f'y2="{level:.1f}"/><text class="tick" x="{left - 6}" y="{level + 4:.1f}" '
                      f'text-anchor="end">{_e(f"{value:g}")}</text>')
     time_format = "%H:%M:%S" if span < 86400 else "%m-%d %H:%M"
     for i in range(6):
@@ -343,8 +347,9 @@ def _summary_section(location: OutputLocation, tries: list[_Try] | None) -> str:
         cards = []
         for group, counts in result.counts.items():
             for label, value in counts:
-                cards.append(f'<div class="card"><span class="value" id="{_e(_slug(f"{group}-{label}"))}">'
-                             f'{value}</span><span class="label">{_e(group)} {_e(label)}</span></div>')
+                value_id = _slug(f"{group}-{label}")
+                cards.append(f'<div class="card"><span class="value" id="{_e(value_id)}">{value}'
+                             f'</span><span class="label">{_e(group)} {_e(label)}</span></div>')
         parts.append(f'<div class="cards">{"".join(cards)}</div>')
         if result.other:
             parts.append("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>"
@@ -353,7 +358,8 @@ def _summary_section(location: OutputLocation, tries: list[_Try] | None) -> str:
         statuses: dict[str, int] = {}
         for t in tries:
             statuses[t.status] = statuses.get(t.status, 0) + 1
-        items = "".join(f'<li>{_e(status)}: <span id="{_e(_slug(f"tries-{status}"))}">{count}</span></li>'
+        items = "".join(f'<li>{_e(status)}: '
+                        f'<span id="{_e(_slug(f"tries-{status}"))}">{count}</span></li>'
                         for status, count in sorted(statuses.items()))
         parts.append(f'<p>{len(tries)} tries of mini-batches, by how they ended:</p>'
                      f'<ul class="tries">{items}</ul>')
@@ -414,8 +420,9 @@ def _errors_section(lines: list[str] | None) -> str:
     head = "".join(f"<th>{h}</th>" for h in ("count", "error", "first", "where", "example",
                                               "traceback"))
     body = "".join(
-        f'<tr class="error-group"><td class="num">{g.count}</td><td><code>{_e(g.signature)}</code></td>'
-        f"<td>{_e(g.first_time)}</td><td>{_e(g.first_where)}</td><td>{_e(g.example)}</td>"
+        f'<tr class="error-group"><td class="num">{g.count}</td>'
+        f"<td><code>{_e(g.signature)}</code></td><td>{_e(g.first_time)}</td>"
+        f"<td>{_e(g.first_where)}</td><td>{_e(g.example)}</td>"
         f"<td>{_log_link(g.details) if g.details else ''}</td></tr>"
         for g in groups)
     parts.append(f'<table id="errors"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
@@ -432,7 +439,8 @@ def _resources_section(location: OutputLocation) -> str:
         if times:
             cpu.append(_Series(ip, [(t, _number(r.get("cpu_percent"))) for t, r in times]))
             memory.append(_Series(ip, [(t, _number(r.get("memory_percent"))) for t, r in times]))
-        process_rows += _process_summary(ip, _read_csv(location, perf_rel(ip, PROCESSES_USAGE)) or [])
+        samples = _read_csv(location, perf_rel(ip, PROCESSES_USAGE)) or []
+        process_rows += _process_summary(ip, samples)
         last_disk: dict[str, dict[str, str]] = {}
         for row in _read_csv(location, perf_rel(ip, DISK_USAGE)) or []:
             last_disk[row.get("mount", "?")] = row
@@ -480,7 +488,8 @@ def _process_summary(ip: str, rows: list[dict[str, str]]) -> list[list[object]]:
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;
 max-width:1000px;color:#222;padding:0 16px}
-h1{font-size:1.5em;margin-bottom:4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+h1{font-size:1.5em;margin-bottom:4px}
+h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
 .meta,.note{color:#666}.status{font-size:1.4em;font-weight:bold;margin:8px 0}
 .success{color:#2a7d2a}.failed{color:#c0392b}.unknown{color:#666}
 .cards{display:flex;flex-wrap:wrap;gap:8px;margin:12px 0}
@@ -490,7 +499,7 @@ dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dt{color:#66
 table{border-collapse:collapse;width:100%;font-size:.9em;margin:8px 0}
 th,td{border-bottom:1px solid #eee;padding:4px 6px;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-code{font-size:.95em;word-break:break-word}
+code{font-size:.95em;word-break:break-word}#errors code{display:block;min-width:16em}
 figure{margin:12px 0}figcaption{font-weight:bold;margin-bottom:4px}
 svg.chart{max-width:100%;height:auto;font-size:11px}
 svg .plot{fill:#fafafa;stroke:#ccc}svg .grid{stroke:#e5e5e5}svg .tick{fill:#666}
@@ -520,7 +529,8 @@ def render_report(location: OutputLocation, errors: list[str] | None = None) -> 
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
             "style-src 'unsafe-inline'\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>Job report</title><style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+            f"<title>Job report</title><style>{_STYLE}</style></head>\n"
+            f"<body>\n{body}\n</body></html>\n")
 
 
 def write_job_report(location: OutputLocation, errors: list[str] | None = None) -> str:

@@ -31,6 +31,7 @@ from .. import logs
 from ..config import ParallelRunConfig
 from ..inputs import SideInput
 from ..masking import Masker
+from ..monitor import ResourceMonitor
 from ..plan import JobPlan, MiniBatch, iter_plan
 from ..progress import OVERVIEW_INTERVAL, write_overview
 from ..results import FAILED, OK, MiniBatchRecord, read_records, record_rel, write_record
@@ -140,6 +141,7 @@ class Node:
         self.published_at = 0.0
         self.overview_at = 0.0
         self.masker = Masker(spec.secrets)
+        self.monitor: ResourceMonitor | None = None
         self._wake_r, self._wake_w = os.pipe()
 
     # -- public ---------------------------------------------------------------------------------
@@ -156,6 +158,8 @@ class Node:
         try:
             return self._run()
         finally:
+            if self.monitor is not None:
+                self.monitor.stop()
             for slot in self.slots:
                 if slot.process is not None:
                     slot.process.kill_tree()
@@ -207,6 +211,11 @@ class Node:
         self.spec_path = os.path.join(self.cache_dir, "worker_spec.json")
         with open(self.spec_path, "w", encoding="utf-8") as handle:
             handle.write(worker_spec.to_json())
+        self.monitor = ResourceMonitor(
+            self.work, spec.ip, float(self.config.resource_monitor_interval),
+            lambda: {s.name: p.pid for s in self.slots if (p := s.process) is not None},
+            redact=self.masker.mask if self.masker else None)
+        self.monitor.start()
         self.env = dict(os.environ)
         self.env.update(self.config.environment_variables)
         # The worker must import this package even when it is not installed (a source tree).
