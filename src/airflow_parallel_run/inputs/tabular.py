@@ -389,7 +389,7 @@ class TabularDataset:
             with _parquet_file(item.path, self.storage_options) as parquet:
                 meta = parquet.metadata
         except Exception as exc:  # noqa: BLE001 - the worker's read gives the error its place
-            note(f"{item.path}: cannot read its Parquet footer ({_first_line(exc)}): one "
+            note(f"{item.path}: cannot read its Parquet footer ({_message(exc)}): one "
                  "mini-batch, which will fail")
             yield TablePiece(item.path, "parquet")
             return
@@ -437,6 +437,32 @@ def read_piece(piece: TablePiece, options: dict[str, Any],
     return pd.concat(frames, ignore_index=True)
 
 
+def count_rows_estimate(piece: TablePiece, options: dict[str, Any],
+                        storage_options: dict[str, Any] | None = None) -> int:
+    """How many rows a piece holds, for counting failed items when :func:`read_piece` fails.
+
+    Parquet: from the footer. CSV and JSON lines: the line breaks in the piece's bytes (a
+    quoted line break or a blank line counts one too many). 0 when the file cannot be read.
+    """
+    if piece.rows is not None:
+        return piece.rows
+    storage_options = storage_options or {}
+    try:
+        if piece.format == "parquet":
+            with _parquet_file(piece.path, storage_options) as parquet:
+                meta = parquet.metadata
+            groups = piece.row_groups if piece.row_groups is not None else range(
+                meta.num_row_groups)
+            return sum(meta.row_group(g).num_rows for g in groups)
+        with _open(piece.path, storage_options) as handle:
+            data, _ = _owned_bytes(handle, piece)
+    except Exception:  # noqa: BLE001 - an estimate: what cannot be read counts nothing
+        return 0
+    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    has_header = piece.format == "csv" and options.get("header", True) and piece.start == 0
+    return max(lines - has_header, 0)
+
+
 # -- reading -----------------------------------------------------------------------------------
 
 
@@ -446,22 +472,26 @@ def _read_table(piece: TablePiece, options: dict[str, Any], storage_options: dic
     import pyarrow as pa
 
     reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[piece.format]
+    handle = None
     try:
-        table = reader(piece, options, storage_options, columns)
+        with _open(piece.path, storage_options) as handle:
+            table = reader(piece, handle, options, columns)
     except TableReadError:
         raise
-    except (pa.ArrowException, ValueError, UnicodeError, EOFError) as exc:  # the data is bad
-        raise TableReadError(piece.path, piece.where, _first_line(exc)) from None
-    except OSError as exc:  # the store did not answer, or the file is gone
-        raise TableReadError(
-            piece.path, piece.where, describe_storage_error(piece.path, exc),
-            retryable=not isinstance(exc, FileNotFoundError | PermissionError)) from None
+    except Exception as exc:
+        if handle is None or handle.failed:  # the store did not answer, or the file is gone
+            raise TableReadError(
+                piece.path, piece.where, describe_storage_error(piece.path, exc),
+                retryable=not isinstance(exc, FileNotFoundError | PermissionError)) from None
+        if isinstance(exc, pa.ArrowException | OSError | ValueError | EOFError):  # bad data
+            raise TableReadError(piece.path, piece.where, _message(exc)) from None
+        raise
     if columns is None and piece.columns_from:
         _check_columns(piece, table.column_names, options, storage_options)
     return table
 
 
-def _read_csv(piece: TablePiece, options: dict[str, Any], storage_options: dict[str, Any],
+def _read_csv(piece: TablePiece, handle: _Tracked, options: dict[str, Any],
               columns: list[str] | None) -> pa.Table:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -469,9 +499,8 @@ def _read_csv(piece: TablePiece, options: dict[str, Any], storage_options: dict[
     header = options.get("header", True)
     encoding = options.get("encoding", "utf-8")
     quote = options.get("quotechar")
-    with _open(piece.path, storage_options) as handle:
-        head = _line_from(handle) if header and piece.start > 0 else b""
-        data, offset = _owned_bytes(handle, piece)
+    head = _line_from(handle) if header and piece.start > 0 else b""
+    data, offset = _owned_bytes(handle, piece)
     if piece.whole and not data.strip():
         raise TableReadError(piece.path, piece.where, "the file is empty: no header, no rows")
     if not data and not head:
@@ -489,6 +518,9 @@ def _read_csv(piece: TablePiece, options: dict[str, Any], storage_options: dict[
             convert_options=pacsv.ConvertOptions(
                 null_values=_NA_VALUES, strings_can_be_null=True, include_columns=columns or ()),
         )
+    except UnicodeDecodeError:  # pyarrow decodes other encodings with Python's codecs
+        raise TableReadError(piece.path, piece.where,
+                             _undecodable(head + data, encoding, offset - len(head))) from None
     except pa.ArrowInvalid:
         if not piece.whole and quote and _has_quoted_line_break(data, quote.encode(encoding)):
             raise TableReadError(piece.path, piece.where, _CUT_IN_QUOTES) from None
@@ -504,14 +536,13 @@ def _read_csv(piece: TablePiece, options: dict[str, Any], storage_options: dict[
     return table
 
 
-def _read_jsonl(piece: TablePiece, options: dict[str, Any], storage_options: dict[str, Any],
+def _read_jsonl(piece: TablePiece, handle: _Tracked, options: dict[str, Any],
                 columns: list[str] | None) -> pa.Table:
     import pyarrow as pa
     import pyarrow.json as pajson
 
     encoding = options.get("encoding", "utf-8")
-    with _open(piece.path, storage_options) as handle:
-        data, offset = _owned_bytes(handle, piece)
+    data, offset = _owned_bytes(handle, piece)
     if not data.strip():
         if piece.whole:
             raise TableReadError(piece.path, piece.where, "the file is empty: no rows")
@@ -534,9 +565,11 @@ def _read_jsonl(piece: TablePiece, options: dict[str, Any], storage_options: dic
                      for c in columns})
 
 
-def _read_parquet(piece: TablePiece, options: dict[str, Any], storage_options: dict[str, Any],
+def _read_parquet(piece: TablePiece, handle: _Tracked, options: dict[str, Any],
                   columns: list[str] | None) -> pa.Table:
-    with _parquet_file(piece.path, storage_options) as parquet:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(handle) as parquet:
         if piece.row_groups is None:
             if parquet.metadata.num_rows == 0:
                 raise TableReadError(piece.path, piece.where, "the file has no rows")
@@ -596,7 +629,6 @@ _REFERENCE_COLUMNS: dict[tuple[str, ...], list[str] | None] = {}
 
 def _check_columns(piece: TablePiece, columns: list[str], options: dict[str, Any],
                    storage_options: dict[str, Any]) -> None:
-    assert piece.columns_from is not None
     reference = _reference_columns(piece.columns_from, piece.format, options, storage_options)
     if reference is not None and columns and columns != reference:
         raise TableReadError(piece.path, piece.where,
@@ -619,7 +651,7 @@ def _reference_columns(path: str, fmt: str, options: dict[str, Any],
                     names = parquet.schema_arrow.names
             else:
                 with _open(path, storage_options) as handle:
-                    names = _csv_names(_line_from(handle), options)
+                    names = _csv_names(_first_line(handle, _compression(path)), options)
         except Exception:  # noqa: BLE001 - an unreadable file fails in its own pieces
             names = None
         if len(_REFERENCE_COLUMNS) >= 64:  # a long-lived process sees many jobs
@@ -653,29 +685,48 @@ def _arrow_name(key: str, fmt: str, options: dict[str, Any]) -> str:
 # -- bytes -------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _open(path: str, storage_options: dict[str, Any]) -> Iterator[BinaryIO]:
-    """The file for reading byte ranges: plain ``open`` here, fsspec for a store.
+class _Tracked:
+    """A file that remembers whether a read from it failed: then the store failed, not the data.
 
-    A compressed file (by its name) comes decompressed; it is only ever read whole.
+    pyarrow reads Parquet through it, so an error from inside pyarrow is told apart this way.
     """
-    compression = _compression(path)
-    if not is_remote(path):
-        raw = open(local_path(path), "rb")  # noqa: SIM115 - closed below
-    else:
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.failed = False
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._raw.read(size)
+        except Exception:
+            self.failed = True
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+@contextmanager
+def _open(path: str, storage_options: dict[str, Any]) -> Iterator[_Tracked]:
+    """The file, for reading byte ranges: plain ``open`` here, fsspec for a store."""
+    if is_remote(path):
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(path, **storage_options)
         # No read-ahead cache: a piece reads exactly its range, in one request.
         raw = fs.open(root, "rb", cache_type="none")
+    else:
+        raw = open(local_path(path), "rb")  # noqa: SIM115 - closed below
     with raw:
-        if compression is None:
-            yield raw
-        else:
-            import fsspec.compression
+        yield _Tracked(raw)
 
-            with fsspec.compression.compr[compression](raw) as handle:
-                yield handle
+
+@contextmanager
+def _parquet_file(path: str, storage_options: dict[str, Any]) -> Iterator[Any]:
+    import pyarrow.parquet as pq
+
+    with _open(path, storage_options) as handle, pq.ParquetFile(handle) as parquet:
+        yield parquet
 
 
 def _compression(path: str) -> str | None:
@@ -686,29 +737,35 @@ def _compression(path: str) -> str | None:
     return fsspec.utils.infer_compression(path)
 
 
-@contextmanager
-def _parquet_file(path: str, storage_options: dict[str, Any]) -> Iterator[Any]:
-    import pyarrow.parquet as pq
+def _first_line(handle: _Tracked, compression: str | None) -> bytes:
+    if compression is None:
+        return _line_from(handle)
+    import fsspec.compression
 
-    if not is_remote(path):
-        with pq.ParquetFile(local_path(path)) as parquet:
-            yield parquet
-        return
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(path, **storage_options)
-    with fs.open(root, "rb") as handle, pq.ParquetFile(handle) as parquet:
-        yield parquet
+    with fsspec.compression.compr[compression](handle) as stream:
+        return _line_from(stream)
 
 
-def _owned_bytes(handle: BinaryIO, piece: TablePiece) -> tuple[bytes, int]:
+def _decompress(data: bytes, compression: str) -> bytes:
+    import fsspec.compression
+
+    try:
+        with fsspec.compression.compr[compression](io.BytesIO(data)) as stream:
+            return stream.read()
+    except Exception as exc:  # noqa: BLE001 - each decompressor has its own error
+        raise ValueError(f"cannot decompress the file ({compression}): {_message(exc)}") from None
+
+
+def _owned_bytes(handle: _Tracked, piece: TablePiece) -> tuple[bytes, int]:
     """The bytes of the rows that start in the piece's range, and the file offset they start at.
 
     A row starts at byte 0 or right after a line break. The bytes run from the first row that
     starts at or after ``start`` to the line break that ends the row holding byte ``end - 1``.
     """
     if piece.whole:
-        return handle.read(), 0
+        compression = _compression(piece.path)
+        data = handle.read()
+        return (data, 0) if compression is None else (_decompress(data, compression), 0)
     begin = max(piece.start - 1, 0)
     handle.seek(begin)
     if piece.end is None:
@@ -732,7 +789,7 @@ def _owned_bytes(handle: BinaryIO, piece: TablePiece) -> tuple[bytes, int]:
     return buf[first:] + _line_from(handle), begin + first
 
 
-def _line_from(handle: BinaryIO) -> bytes:
+def _line_from(handle: _Tracked | BinaryIO) -> bytes:
     """The bytes from where the handle is through the next line break (or the end of file)."""
     chunks = []
     while chunk := handle.read(_OVERREAD):
@@ -776,13 +833,14 @@ def _check_quotes(piece: TablePiece, data: bytes, quote: bytes) -> None:
 # -- small helpers -----------------------------------------------------------------------------
 
 
-def _undecodable(data: bytes, encoding: str, offset: int, column: str) -> str:
+def _undecodable(data: bytes, encoding: str, offset: int, column: str | None = None) -> str:
+    """Where ``data`` (which starts at byte ``offset`` of its file) stops decoding."""
+    where = "" if column is None else f" (column {column!r})"
     try:
         data.decode(encoding)
     except UnicodeDecodeError as exc:
-        return (f"bytes that do not decode as {encoding} at byte {offset + exc.start} "
-                f"(column {column!r})")
-    return f"bytes that do not decode as {encoding} in column {column!r}"
+        return f"bytes that do not decode as {encoding} at byte {offset + exc.start}{where}"
+    return f"bytes that do not decode as {encoding}{where}"
 
 
 def _path_list(path: Any, what: str) -> list[str]:
@@ -811,7 +869,7 @@ def _describe_row_groups(groups: list[int]) -> str:
     return f"row group{'s' if len(groups) != 1 else ''} {text}"
 
 
-def _first_line(exc: BaseException) -> str:
+def _message(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return line if len(line) <= 300 else line[:300] + "..."
