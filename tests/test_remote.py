@@ -216,3 +216,22 @@ def test_memory_output_location(runner):
     fs = fsspec.filesystem("memory")
     assert fs.cat("/remote-out/job1/parallel_run_step.txt") == b"m0.txt\nm1.txt\nm2.txt\n"
     assert fs.cat("/remote-out/job1/logs/job_result.txt").startswith(b"SUCCESS")
+
+
+def test_a_csv_on_s3_is_read_by_byte_range_in_the_workers(runner, s3):
+    fs, options, prefix, _ = s3
+    rows = "".join(f"{i},{i % 7}\n" for i in range(3000))
+    fs.pipe(f"{prefix}/table/data.csv", ("id,value\n" + rows).encode())
+    script = runner.script("def run(df):\n    return df[['id']]\n")
+    from airflow_parallel_run import ParallelRunConfig, TabularDataset, run_job
+
+    dataset = TabularDataset.from_delimited_files(f"s3://{prefix}/table/data.csv",
+                                                  storage_options=options)
+    result = run_job(ParallelRunConfig(entry_script=str(script), mini_batch_size="4KB",
+                                       process_count_per_node=2),
+                     [dataset], f"s3://{prefix}/out", output_storage_options=options)
+    assert result.success, result.reason
+    assert result.mini_batch_count > 3
+    fs.invalidate_cache()
+    lines = fs.cat(f"{prefix}/out/parallel_run_step.txt").decode().splitlines()
+    assert lines == [str(i) for i in range(3000)]

@@ -11,7 +11,7 @@ from typing import Any
 from .config import ParallelRunConfig
 from .entry_script import EntryScript
 from .errors import ConfigError, EntryScriptError, InputError, ParallelRunError
-from .inputs import FileDataset, SideInput
+from .inputs import FileDataset, SideInput, TabularDataset
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "ParallelRunConfig",
     "ParallelRunError",
     "SideInput",
+    "TabularDataset",
     "run_job",
 ]
 

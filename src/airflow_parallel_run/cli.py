@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from . import logs
 from .config import FIELD_NAMES, ParallelRunConfig
 from .errors import ParallelRunError
 from .inputs import FileDataset, SideInput
@@ -69,6 +70,18 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
+def make_dataset(input_type: str, path: str, name: str) -> Any:
+    if input_type == "files":
+        return FileDataset.from_files(path, name=name)
+    from .inputs.tabular import TabularDataset
+
+    if input_type == "csv":
+        return TabularDataset.from_delimited_files(path, name=name)
+    if input_type == "parquet":
+        return TabularDataset.from_parquet_files(path, name=name)
+    return TabularDataset.from_json_lines_files(path, name=name)
+
+
 def config_from_args(ns: argparse.Namespace) -> ParallelRunConfig:
     fields: dict[str, Any] = {"entry_script": ns.entry_script}
     for name in FIELD_NAMES:
@@ -100,7 +113,7 @@ class ProgressDisplay:
 
     def start(self, job_plan: Any, progress: Any) -> None:
         note = " (resuming: finished mini-batches are kept)" if job_plan.resumed else ""
-        print(f"parallel-run: {job_plan.item_count} items in {job_plan.mini_batch_count} "
+        print(f"parallel-run: {logs.count(job_plan.item_count)} items in {job_plan.mini_batch_count} "
               f"mini-batches on {job_plan.node_count} node(s){note}", file=self.stream, flush=True)
         self.progress = progress
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -149,9 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         config = config_from_args(ns)
-        if ns.input_type != "files":
-            raise ParallelRunError(f"--input-type {ns.input_type}: tabular inputs are not supported yet")
-        inputs = [FileDataset.from_files(path, name=f"input{i}" if len(ns.input) > 1 else "input")
+        inputs = [make_dataset(ns.input_type, path,
+                               f"input{i}" if len(ns.input) > 1 else "input")
                   for i, path in enumerate(ns.input)]
         side_inputs = [SideInput(path, name=name)
                        for name, path in _pairs(ns.side_input, "--side-input").items()]

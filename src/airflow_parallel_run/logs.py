@@ -64,6 +64,11 @@ def process_logs(ip: str, process: str) -> tuple[str, ...]:
             user_error(ip, process), entry_script_log(ip, process))
 
 
+def count(number: int | None) -> str:
+    """A count for a log line; rows of a CSV are not known before they are read."""
+    return "an unknown number of" if number is None else str(number)
+
+
 def timestamp(epoch: float | None = None) -> str:
     moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

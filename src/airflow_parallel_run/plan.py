@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,22 +36,33 @@ RESULT_FIELDS = (
 
 @dataclass(slots=True)
 class MiniBatch:
-    """A mini-batch descriptor: small enough to ship anywhere, read only by its worker."""
+    """A mini-batch descriptor: small enough to ship anywhere, read only by its worker.
+
+    File input: ``items`` are the files. Tabular input: ``piece`` describes the rows (a
+    TablePiece as a dict: a path with a byte range or row groups, or partition key values).
+    """
 
     index: int
     dataset: str
     items: list[str]
+    piece: dict[str, Any] | None = None
 
     def to_json(self) -> str:
-        return json.dumps([self.index, self.dataset, self.items])
+        fields: list[Any] = [self.index, self.dataset, self.items]
+        if self.piece is not None:
+            fields.append(self.piece)
+        return json.dumps(fields)
 
     @classmethod
     def from_json(cls, line: str) -> MiniBatch:
-        index, dataset, items = json.loads(line)
-        return cls(index, dataset, items)
+        return cls(*json.loads(line))
 
-    def __len__(self) -> int:
-        return len(self.items)
+    @property
+    def known_size(self) -> int | None:
+        """Items in it, when known without reading data (rows of a CSV piece are not)."""
+        if self.piece is None:
+            return len(self.items)
+        return self.piece.get("rows")
 
 
 @dataclass
@@ -60,7 +71,7 @@ class PlanSummary:
 
     fingerprint: str
     mini_batch_count: int
-    item_count: int
+    item_count: int | None  # None when rows of a table are only known once read
     datasets: list[dict[str, Any]] = field(default_factory=list)
     planning_seconds: float = 0.0
 
@@ -78,7 +89,7 @@ class JobPlan:
 
     output: str
     mini_batch_count: int
-    item_count: int
+    item_count: int | None  # None when rows of a table are only known once read
     node_count: int
     fingerprint: str
     resumed: bool
@@ -158,7 +169,8 @@ def script_fingerprint(
 
 
 def plan_job(
-    inputs: Sequence[Any], config: ParallelRunConfig, location: OutputLocation, base_fingerprint: str
+    inputs: Sequence[Any], config: ParallelRunConfig, location: OutputLocation, base_fingerprint: str,
+    note: Callable[[str], None] = lambda text: None,
 ) -> PlanSummary:
     """List the inputs once, write the mini-batches into a new plan, and return its summary.
 
@@ -170,39 +182,63 @@ def plan_job(
     location.remove(plan_dir)
     writer = _ChunkWriter(location, plan_dir)
     try:
-        return _plan_into(inputs, config, location, hasher, plan_dir, writer, started)
+        return _plan_into(inputs, config, location, hasher, plan_dir, writer, started, note)
     except BaseException:
         location.remove(plan_dir)
         raise
 
 
+def _hash_item(hasher: Any, item: Any) -> None:
+    hasher.update(f"{item.path}\0{item.size}\0{item.mtime}\n".encode("utf-8", "surrogateescape"))
+
+
+def _file_batches(dataset: Any, size: int, hasher: Any) -> Iterator[tuple[list[str], None]]:
+    batch: list[str] = []
+    for item in dataset.iter_items():
+        _hash_item(hasher, item)
+        batch.append(item.path)
+        if len(batch) == size:
+            yield batch, None
+            batch = []
+    if batch:
+        yield batch, None
+
+
+def _table_batches(dataset: Any, config: ParallelRunConfig, hasher: Any,
+                   note: Callable[[str], None]) -> Iterator[tuple[list[str], dict[str, Any]]]:
+    for item in dataset.iter_items():
+        _hash_item(hasher, item)
+    if config.partition_keys:
+        pieces = dataset.iter_partition_pieces(config.partition_keys, note=note)
+    else:
+        pieces = dataset.iter_pieces(config.bytes_per_mini_batch(), note=note)
+    for piece in pieces:
+        yield [], piece.to_dict()
+
+
 def _plan_into(inputs: Sequence[Any], config: ParallelRunConfig, location: OutputLocation,
-               hasher: Any, plan_dir: str, writer: _ChunkWriter, started: float) -> PlanSummary:
-    size = config.files_per_mini_batch()
-    index = items = 0
+               hasher: Any, plan_dir: str, writer: _ChunkWriter, started: float,
+               note: Callable[[str], None]) -> PlanSummary:
+    index = 0
+    items: int | None = 0
     datasets = []
     for dataset in inputs:
         hasher.update(json.dumps(dataset.to_dict(), sort_keys=True).encode())
-        first, first_item = index, items
-        batch: list[str] = []
-        for item in dataset.iter_items():
-            hasher.update(f"{item.path}\0{item.size}\0{item.mtime}\n".encode("utf-8", "surrogateescape"))
-            batch.append(item.path)
-            if len(batch) == size:
-                writer.add(MiniBatch(index, dataset.name, batch))
-                index += 1
-                items += len(batch)
-                batch = []
-        if batch:
-            writer.add(MiniBatch(index, dataset.name, batch))
+        first = index
+        if dataset.kind == "tabular":
+            batches = _table_batches(dataset, config, hasher, note)
+        else:
+            batches = _file_batches(dataset, config.files_per_mini_batch(), hasher)
+        for paths, piece in batches:
+            batch = MiniBatch(index, dataset.name, paths, piece)
+            writer.add(batch)
             index += 1
-            items += len(batch)
+            size = batch.known_size
+            items = None if items is None or size is None else items + size
         datasets.append({"name": dataset.name, "kind": dataset.kind, "paths": dataset.paths,
-                         "first_mini_batch": first, "mini_batches": index - first,
-                         "items": items - first_item})
+                         "first_mini_batch": first, "mini_batches": index - first})
     writer.flush()
     summary = PlanSummary(hasher.hexdigest(), index, items, datasets, time.monotonic() - started)
-    summary.datasets = datasets
     location.write_json(f"{plan_dir}/summary.json", summary.to_dict())
     return summary
 

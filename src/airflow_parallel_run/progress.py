@@ -31,7 +31,7 @@ def overview_text(job_plan: JobPlan, totals: Totals, *, result: str | None = Non
         f"status: {result or 'RUNNING'}",
         f"mini-batches: {count} scheduled, {done} done ({percent:.1f}%), "
         f"{totals.failed_mini_batches} failed",
-        f"items: {job_plan.item_count} scheduled, {totals.succeeded_items} succeeded, "
+        f"items: {logs.count(job_plan.item_count)} scheduled, {totals.succeeded_items} succeeded, "
         f"{totals.failed_items} failed",
         f"rate: {rate:.2f} mini-batches/s, {items_rate:.1f} items/s",
     ]

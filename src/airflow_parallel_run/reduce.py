@@ -39,7 +39,7 @@ class JobResult:
     reason: str | None
     totals: Totals
     mini_batch_count: int
-    item_count: int
+    item_count: int | None
     output_dir: str
     output_file: str | None = None
     missing_mini_batches: int = 0
@@ -212,7 +212,7 @@ def write_job_result(location: OutputLocation, result: JobResult, error_pointer:
         f"reason: {result.reason}" if result.reason else "reason: none",
         f"mini-batches: {result.mini_batch_count} planned, {t.mini_batches_done} done, "
         f"{t.failed_mini_batches} failed, {result.missing_mini_batches} without a result",
-        f"items: {result.item_count} planned, {t.succeeded_items} succeeded, {t.failed_items} failed",
+        f"items: {logs.count(result.item_count)} planned, {t.succeeded_items} succeeded, {t.failed_items} failed",
         f"output: {result.output_file or 'none'}",
         f"elapsed: {result.elapsed_seconds:.1f} s",
     ]

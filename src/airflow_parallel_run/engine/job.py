@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import logs
-from ..config import ParallelRunConfig, check_arguments
+from ..config import ParallelRunConfig, check_arguments, parse_size
 from ..errors import ConfigError, EntryScriptError
 from ..inputs import SideInput
 from ..plan import JobPlan, adopt_plan, plan_job, script_fingerprint
@@ -88,6 +88,29 @@ def _fingerprint_arguments(arguments: Sequence[Any]) -> list[str]:
     return [f"SideInput({a.path!r})" if isinstance(a, SideInput) else str(a) for a in arguments]
 
 
+MIN_TABLE_BYTES = 1024
+
+
+def check_inputs(config: ParallelRunConfig, inputs: Sequence[Any]) -> None:
+    """mini_batch_size and partition_keys must suit the kinds of input."""
+    if not inputs:
+        raise ConfigError("inputs: give at least one dataset")
+    kinds = {getattr(d, "kind", None) for d in inputs}
+    if kinds - {"files", "tabular"}:
+        raise ConfigError(f"inputs: {inputs!r}: each must be a FileDataset or a TabularDataset")
+    if "files" in kinds:
+        config.files_per_mini_batch()  # a size in bytes for a file input is an error
+        if config.partition_keys:
+            raise ConfigError(f"partition_keys = {list(config.partition_keys)}: only for "
+                              "tabular inputs (TabularDataset), not for files")
+    if "tabular" in kinds and config.mini_batch_size is not None:
+        number, has_unit = parse_size(config.mini_batch_size)
+        if not has_unit and number < MIN_TABLE_BYTES:
+            raise ConfigError(
+                f"mini_batch_size = {config.mini_batch_size!r}: for a tabular input it is a size "
+                f"in bytes (at least {MIN_TABLE_BYTES}), not a count of rows; write e.g. '1MB'")
+
+
 class Job:
     """What the user asked for, checked: config (rendered), inputs, output, arguments, side inputs.
 
@@ -113,7 +136,7 @@ class Job:
             self.location.check_writable()
         for side in self.side_inputs:
             side.check()
-        self.config.files_per_mini_batch()  # a size in bytes for a file input is an error
+        check_inputs(self.config, self.inputs)
         names = [d.name for d in self.inputs]
         if len(set(names)) != len(names):
             raise ConfigError(f"inputs: names must differ, got {names}")
@@ -127,12 +150,13 @@ def plan(job: Job) -> JobPlan:
     base = script_fingerprint(config, job.script.path,
                               config.source_directory and job.script.working_dir,
                               _fingerprint_arguments(job.arguments), location.display())
-    summary = plan_job(job.inputs, config, location, base)
+    summary = plan_job(job.inputs, config, location, base,
+                       note=lambda text: location.append_text(logs.MASTER_ROLE, logs.line(text)))
     resumed = adopt_plan(location, summary)
     clear_counts(location)
     node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
     location.append_text(logs.MASTER_ROLE, logs.line(
-        f"planned {summary.item_count} items in {summary.mini_batch_count} mini-batches "
+        f"planned {logs.count(summary.item_count)} items in {summary.mini_batch_count} mini-batches "
         f"from {len(job.inputs)} input(s) in {summary.planning_seconds:.2f} s; {node_count} node(s) x "
         f"{config.process_count_per_node} process(es); "
         + ("resuming an earlier run of the same job" if resumed else "fresh run")))

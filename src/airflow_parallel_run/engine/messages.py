@@ -17,7 +17,7 @@ class RunMiniBatch:
     dataset: str
     items: list[str]  # local file paths
     try_number: int
-    partition_key_value: dict[str, Any] | None = None
+    piece: dict[str, Any] | None = None  # a table's rows to read (inputs.tabular.TablePiece)
 
 
 @dataclass(slots=True)
@@ -59,6 +59,8 @@ class MiniBatchFailed:
     index: int
     error: str
     run_seconds: float
+    retryable: bool = True  # False: the input itself is bad, another try cannot help
+    total: int | None = None  # items of the mini-batch when the worker could tell
 
 
 @dataclass(slots=True)
@@ -83,6 +85,8 @@ class WorkerSpec:
     ip: str
     node_index: int
     side_inputs: dict[str, str] = field(default_factory=dict)
+    # name -> {"options": ..., "storage_options": ...} of each tabular input
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)  # masked in every log
 
     def to_json(self) -> str:

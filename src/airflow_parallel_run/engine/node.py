@@ -95,6 +95,7 @@ class _Task:
     batch: MiniBatch
     try_number: int = 1
     local_items: list[str] | None = None
+    size: int | None = None  # items, once known (a table piece's rows are known once read)
 
 
 @dataclass
@@ -207,6 +208,8 @@ class Node:
             append_row_dataframe_header=self.config.append_row_dataframe_header,
             logging_level=self.config.logging_level, ip=spec.ip,
             node_index=spec.node_index, side_inputs=side_paths, secrets=list(spec.secrets),
+            tables={name: {"options": d.options, "storage_options": d.storage_options}
+                    for name, d in spec.datasets.items() if d.kind == "tabular"},
         )
         self.spec_path = os.path.join(self.cache_dir, "worker_spec.json")
         with open(self.spec_path, "w", encoding="utf-8") as handle:
@@ -262,8 +265,22 @@ class Node:
     def _stopping(self) -> bool:
         return self.aborted or self.stop_reason is not None
 
+    def _size(self, task: _Task) -> int:
+        """Items of the mini-batch: counted without running it, for failures and logs."""
+        if task.size is None:
+            task.size = task.batch.known_size
+        if task.size is None:  # a CSV / JSON-lines piece: count its lines
+            from ..inputs.tabular import TablePiece, count_rows_estimate
+
+            dataset = self.spec.datasets[task.batch.dataset]
+            task.size = count_rows_estimate(TablePiece.from_dict(task.batch.piece or {}),
+                                            dataset.options, dataset.storage_options)
+        return task.size
+
     def _local_items(self, task: _Task) -> list[str]:
         """Remote files are fetched to this node's cache; local paths are used as they are."""
+        if task.batch.piece is not None:
+            return []  # a table piece: the worker reads its rows itself
         if task.local_items is None:
             dataset = self.spec.datasets.get(task.batch.dataset)
             if dataset is None or not any("://" in p and not p.startswith("file://")
@@ -354,7 +371,7 @@ class Node:
         slot.since = time.monotonic()
         slot.deadline = slot.since + float(self.config.run_invocation_timeout)
         slot.process.conn.send(RunMiniBatch(task.batch.index, task.batch.dataset, items,
-                                            task.try_number))
+                                            task.try_number, task.batch.piece))
         self._debug(slot.name, f"sent mini_batch={task.batch.index} try={task.try_number} "
                                f"to pid={slot.process.pid}")
 
@@ -406,7 +423,10 @@ class Node:
             slot.state = IDLE
             slot.deadline = float("inf")
             self._sys_line(slot, task, "failed", message.run_seconds, None)
-            self._try_failed(slot.name, task, message.error, pid=slot.process.pid, logged=True)
+            if message.total is not None:
+                task.size = message.total
+            self._try_failed(slot.name, task, message.error, pid=slot.process.pid, logged=True,
+                             retryable=message.retryable)
         elif isinstance(message, InitFailed):
             self._init_failed(slot, message.error)
         elif isinstance(message, Stopped):
@@ -423,17 +443,21 @@ class Node:
             self.on_record(self.spec.node_index, record)
 
     def _try_failed(self, process: str, task: _Task, error: str, pid: int | None,
-                    logged: bool = False, details: str = "") -> None:
-        """A try failed; ``logged`` when the worker already wrote the event with its traceback."""
+                    logged: bool = False, details: str = "", retryable: bool = True) -> None:
+        """A try failed; ``logged`` when the worker already wrote the event with its traceback.
+
+        Not ``retryable`` (the input itself is bad): no more tries, the mini-batch fails now.
+        """
         tries = int(self.config.run_max_try)
         if not logged:
             self._error_event(process, pid, task, error, details)
-        if task.try_number < tries and not self._stopping():
-            self.retries.appendleft(_Task(task.batch, task.try_number + 1, task.local_items))
+        if retryable and task.try_number < tries and not self._stopping():
+            self.retries.appendleft(_Task(task.batch, task.try_number + 1, task.local_items,
+                                          task.size))
             return
         if self._stopping():
             return  # not recorded: a later run of the job tries it again
-        total = len(task.batch)
+        total = self._size(task)
         record = MiniBatchRecord(task.batch.index, FAILED, total, 0, total, task.try_number)
         write_record(self.location, record)
         self._finished(task, record)
@@ -563,7 +587,7 @@ class Node:
                   record: MiniBatchRecord | None, pid: int | None = None) -> None:
         now = time.monotonic()
         started = time.time() - (now - slot.since)
-        total = len(task.batch)
+        total = record.total if record else self._size(task)
         ok = record.succeeded if record else 0
         self.work.append_text(
             logs.sys_node_log(self.spec.ip, slot.name),

@@ -170,27 +170,51 @@ class Worker:
         self.conn.send(Ready(os.getpid()))
         return True
 
+    def _read_table(self, task: RunMiniBatch) -> Any:
+        from ..inputs.tabular import TablePiece, read_piece
+
+        table = self.spec.tables[task.dataset]
+        return read_piece(TablePiece.from_dict(task.piece or {}), table["options"],
+                          table["storage_options"])
+
+    def _failed_table_size(self, task: RunMiniBatch) -> int:
+        from ..inputs.tabular import TablePiece, count_rows_estimate
+
+        table = self.spec.tables[task.dataset]
+        return count_rows_estimate(TablePiece.from_dict(task.piece or {}), table["options"],
+                                   table["storage_options"])
+
     def run_mini_batch(self, task: RunMiniBatch) -> None:
         spec = self.spec
+        try:
+            mini_batch: Any = task.items if task.piece is None else self._read_table(task)
+        except BaseException as exc:
+            error = self._write_traceback(f"mini-batch {task.index} try {task.try_number}")
+            self.conn.send(MiniBatchFailed(task.index, error, 0.0,
+                                           retryable=getattr(exc, "retryable", True),
+                                           total=self._failed_table_size(task)))
+            return
+        total = len(mini_batch)
         started = time.perf_counter()
         try:
-            if self.with_context:
-                context = MiniBatchContext(task.index, task.dataset, task.partition_key_value,
-                                           task.try_number)
-                result = self.run_fn(task.items, context)
+            if total == 0 and task.piece is not None:  # a piece that owns no row: nothing to run
+                result: Any = []
+            elif self.with_context:
+                pkv = (task.piece or {}).get("partition_key_value")
+                context = MiniBatchContext(task.index, task.dataset, pkv, task.try_number)
+                result = self.run_fn(mini_batch, context)
             else:
-                result = self.run_fn(task.items)
+                result = self.run_fn(mini_batch)
             run_seconds = time.perf_counter() - started
             count, payload, header = encode_result(result, spec)
         except BaseException:
             run_seconds = time.perf_counter() - started
             error = self._write_traceback(f"mini-batch {task.index} try {task.try_number}")
-            self.conn.send(MiniBatchFailed(task.index, error, run_seconds))
+            self.conn.send(MiniBatchFailed(task.index, error, run_seconds, total=total))
             return
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
-        total = len(task.items)
         succeeded = min(count, total)
         warning = None
         if count > total:

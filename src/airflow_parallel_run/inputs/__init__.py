@@ -2,5 +2,6 @@
 
 from .files import FileDataset, InputItem
 from .side_inputs import SideInput
+from .tabular import TablePiece, TabularDataset
 
-__all__ = ["FileDataset", "InputItem", "SideInput"]
+__all__ = ["FileDataset", "InputItem", "SideInput", "TablePiece", "TabularDataset"]

@@ -1,0 +1,139 @@
+"""Tabular inputs through the whole engine: DataFrame mini-batches, results, bad rows."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pandas as pd
+import pytest
+from conftest import CLI, output_lines
+
+from airflow_parallel_run import TabularDataset
+from airflow_parallel_run.errors import ConfigError
+from airflow_parallel_run.results import read_record
+from airflow_parallel_run.storage import LocalLocation
+
+SCORE = """
+import os
+def run(mini_batch, context):
+    with open(os.path.join(MARKS, f"batch-{context.minibatch_index}"), "w") as f:
+        f.write(str(len(mini_batch)))
+    out = mini_batch[["id"]].copy()
+    out["double"] = mini_batch["value"] * 2
+    return out
+"""
+
+
+def write_csvs(folder, files=3, rows=400):
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for f in range(files):
+        frame = pd.DataFrame({
+            "id": range(f * rows, (f + 1) * rows),
+            "value": [i % 97 for i in range(rows)],
+            "text": [f'row "{i}", with, commas' for i in range(rows)],
+        })
+        frame.to_csv(folder / f"part{f}.csv", index=False)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize("size", ["1KB", "4KB", "1MB"])
+def test_every_csv_row_once_in_input_order_with_a_dataframe_result(runner, size):
+    whole = write_csvs(runner.inputs)
+    result = runner.run(runner.script(SCORE),
+                        inputs=[TabularDataset.from_delimited_files(str(runner.inputs))],
+                        mini_batch_size=size, process_count_per_node=2,
+                        append_row_dataframe_header=True, append_row_separator=",")
+    assert result.success, result.reason
+    lines = output_lines(runner.output)
+    assert lines[0] == "id,double"
+    assert lines[1:] == [f"{i},{v * 2}" for i, v in zip(whole["id"], whole["value"], strict=True)]
+    assert result.totals.succeeded_items == len(whole)
+    batches = len(runner.marks_named("batch-"))
+    assert batches == result.mini_batch_count
+    if size == "1MB":
+        assert batches == 3  # a file smaller than the size is one mini-batch
+
+
+def test_parquet_row_groups_and_json_lines(runner, tmp_path):
+    frame = pd.DataFrame({"id": range(1000), "value": range(1000)})
+    parquet = tmp_path / "t.parquet"
+    frame.to_parquet(parquet, row_group_size=100)
+    result = runner.run(runner.script(SCORE),
+                        inputs=[TabularDataset.from_parquet_files(str(parquet))],
+                        mini_batch_size=1024, process_count_per_node=2)
+    assert result.success and result.mini_batch_count > 1
+    assert output_lines(runner.output) == [f"{i} {i * 2}" for i in range(1000)]
+
+    jsonl = tmp_path / "t.jsonl"
+    frame.to_json(jsonl, orient="records", lines=True)
+    runner.output = tmp_path / "out-jsonl"
+    result = runner.run(runner.script(SCORE),
+                        inputs=[TabularDataset.from_json_lines_files(str(jsonl))],
+                        mini_batch_size="4KB")
+    assert result.success and result.mini_batch_count > 1
+    assert output_lines(runner.output) == [f"{i} {i * 2}" for i in range(1000)]
+
+
+def test_partition_keys_give_one_mini_batch_per_key_combination(runner, tmp_path):
+    frame = pd.DataFrame({"store": ["a", "b", "a", "c", "b", "a"], "day": [1, 1, 1, 2, 1, 2],
+                          "value": range(6)})
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    script = runner.script("""
+    def run(mini_batch, context):
+        key = context.partition_key_value
+        assert set(mini_batch["store"]) == {key["store"]} and set(mini_batch["day"]) == {key["day"]}
+        return [f"{key['store']}-{key['day']} rows={len(mini_batch)} sum={mini_batch['value'].sum()}"]
+    """)
+    result = runner.run(script, inputs=[TabularDataset.from_delimited_files(str(tmp_path / "sales.csv"))],
+                        partition_keys=["store", "day"])
+    assert result.mini_batch_count == 4
+    assert output_lines(runner.output) == ["a-1 rows=2 sum=2", "b-1 rows=2 sum=5",
+                                           "c-2 rows=1 sum=3", "a-2 rows=1 sum=5"]
+    # one result per partition of several rows: the rest count as failed items
+    assert result.totals.succeeded_items == 4 and result.totals.failed_items == 2
+
+
+def test_a_bad_row_fails_its_mini_batch_once_names_file_and_range_and_the_rest_goes_on(runner):
+    runner.inputs.mkdir()
+    (runner.inputs / "a.csv").write_text("id,value\n" + "".join(f"{i},{i}\n" for i in range(50)))
+    (runner.inputs / "b.csv").write_text("id,value\n1,2\n3,4,5\n6,7\n")
+    result = runner.run(runner.script(SCORE),
+                        inputs=[TabularDataset.from_delimited_files(str(runner.inputs))],
+                        mini_batch_size="1KB", run_max_try=3)
+    assert result.success  # no threshold
+    assert result.totals.failed_mini_batches == 1
+    assert result.totals.failed_items == 3  # the three rows of b.csv
+    record, _ = read_record(LocalLocation(str(runner.output)), 1)
+    assert (record.status, record.tries) == ("failed", 1)  # a retry cannot help a bad file
+    errors = (runner.output / "logs/user/error.txt").read_text()
+    assert "b.csv" in errors and "bytes 0-" in errors
+    assert output_lines(runner.output) == [f"{i} {i * 2}" for i in range(50)]
+
+
+def test_a_row_count_is_not_a_size_in_bytes(runner):
+    write_csvs(runner.inputs, files=1, rows=10)
+    with pytest.raises(ConfigError) as error:
+        runner.run(runner.script(SCORE), inputs=[TabularDataset.from_delimited_files(str(runner.inputs))],
+                   mini_batch_size=10)
+    assert "mini_batch_size = 10" in str(error.value) and "bytes" in str(error.value)
+
+
+def test_partition_keys_are_for_tables_only(runner):
+    runner.inputs.mkdir()
+    (runner.inputs / "a.txt").write_text("a")
+    with pytest.raises(ConfigError) as error:
+        runner.run(runner.script("def run(mb):\n    return mb\n"), partition_keys=["x"])
+    assert "partition_keys" in str(error.value) and "tabular" in str(error.value)
+
+
+def test_cli_with_a_csv_input(runner):
+    whole = write_csvs(runner.inputs, files=2, rows=100)
+    script = runner.script(SCORE)
+    done = subprocess.run(CLI + [str(script), "--input", str(runner.inputs), "--output",
+                                 str(runner.output), "--input-type", "csv",
+                                 "--mini-batch-size", "2KB", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(output_lines(runner.output)) == len(whole)
