@@ -138,7 +138,8 @@ class Node:
         self.spec_path = ""
         # Workers write to local disk only: the output folder itself, or for a remote output a
         # staging folder whose records and logs this node uploads.
-        self.work: LocalLocation = spec.output if isinstance(spec.output, LocalLocation) else None  # type: ignore[assignment]
+        self.work: LocalLocation | None = (
+            spec.output if isinstance(spec.output, LocalLocation) else None)
         self.published_at = 0.0
         self.overview_at = 0.0
         self.masker = Masker(spec.secrets)
