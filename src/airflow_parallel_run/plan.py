@@ -125,10 +125,12 @@ class _ChunkWriter:
         self.chunk = 0
         location.makedirs(plan_dir)
 
-    def add(self, batch: MiniBatch) -> None:
-        self.lines.append(batch.to_json())
+    def add(self, batch: MiniBatch) -> str:
+        line = batch.to_json()
+        self.lines.append(line)
         if len(self.lines) == PLAN_CHUNK:
             self.flush()
+        return line
 
     def flush(self) -> None:
         if self.lines:
@@ -193,14 +195,19 @@ def _hash_item(hasher: Any, item: Any) -> None:
 
 
 def _file_batches(dataset: Any, size: int, hasher: Any) -> Iterator[tuple[list[str], None]]:
+    """Mini-batches of paths; sizes and times go into the fingerprint a batch at a time."""
     batch: list[str] = []
-    for item in dataset.iter_items():
-        _hash_item(hasher, item)
-        batch.append(item.path)
+    versions: list[Any] = []
+    for path, file_size, mtime in dataset.iter_items():
+        batch.append(path)
+        versions.append(file_size)
+        versions.append(mtime)
         if len(batch) == size:
+            hasher.update(repr(versions).encode())
             yield batch, None
-            batch = []
+            batch, versions = [], []
     if batch:
+        hasher.update(repr(versions).encode())
         yield batch, None
 
 
@@ -231,7 +238,7 @@ def _plan_into(inputs: Sequence[Any], config: ParallelRunConfig, location: Outpu
             batches = _file_batches(dataset, config.files_per_mini_batch(), hasher)
         for paths, piece in batches:
             batch = MiniBatch(index, dataset.name, paths, piece)
-            writer.add(batch)
+            hasher.update(writer.add(batch).encode("utf-8", "surrogateescape"))
             index += 1
             size = batch.known_size
             items = None if items is None or size is None else items + size

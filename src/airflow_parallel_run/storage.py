@@ -21,6 +21,7 @@ Layout under the output folder (SPEC.md, "Outputs and logs", plus our own state)
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -65,6 +66,15 @@ def open_location(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     if is_remote_url(url):
         return RemoteLocation(url, storage_options or {})
     return LocalLocation(url)
+
+
+_TMP_COUNTER = itertools.count()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 class OutputLocation:
@@ -132,6 +142,7 @@ class LocalLocation(OutputLocation):
     def __init__(self, url: str) -> None:
         self.url = url
         self.root = Path(local_path(url)).absolute()
+        self.root_str = str(self.root)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -147,15 +158,19 @@ class LocalLocation(OutputLocation):
         return str(self.path(rel)) if rel else str(self.root)
 
     def write_atomic(self, rel: str, data: bytes) -> None:
-        target = self.path(rel)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        target = os.path.join(self.root_str, rel)
+        folder, name = os.path.split(target)
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}-{next(_TMP_COUNTER)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
-            handle = open(tmp, "wb")
+            fd = os.open(tmp, flags, 0o644)
         except FileNotFoundError:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(tmp, "wb")
-        with handle:
-            handle.write(data)
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
 
     def read_bytes(self, rel: str, end: int | None = None) -> bytes | None:

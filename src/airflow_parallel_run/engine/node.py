@@ -96,6 +96,7 @@ class _Task:
     try_number: int = 1
     local_items: list[str] | None = None
     size: int | None = None  # items, once known (a table piece's rows are known once read)
+    fetched: bool = False  # its files were copied into the node's cache
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Node:
         self.overview_at = 0.0
         self.masker = Masker(spec.secrets)
         self.monitor: ResourceMonitor | None = None
+        self._log_fds: dict[str, int] = {}
         self._wake_r, self._wake_w = os.pipe()
 
     # -- public ---------------------------------------------------------------------------------
@@ -166,6 +168,7 @@ class Node:
                 if slot.process is not None:
                     slot.process.kill_tree()
                     slot.process = None
+            self._close_logs()
             if self.work is not None:
                 self.masker.scrub_tree(str(self.work.path("logs")))
             if self.cache_dir and self.location.is_remote:
@@ -289,6 +292,7 @@ class Node:
                 task.local_items = [p[7:] if p.startswith("file://") else p for p in task.batch.items]
             else:
                 task.local_items = self._fetch(task.batch, dataset)
+                task.fetched = True
         return task.local_items
 
     def _fetch(self, batch: MiniBatch, dataset: Any) -> list[str]:
@@ -305,7 +309,8 @@ class Node:
         return local
 
     def _release(self, task: _Task) -> None:
-        shutil.rmtree(os.path.join(self.cache_dir, f"mb{task.batch.index}"), ignore_errors=True)
+        if task.fetched:
+            shutil.rmtree(os.path.join(self.cache_dir, f"mb{task.batch.index}"), ignore_errors=True)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -411,8 +416,8 @@ class Node:
                                   f"run() returned {message.succeeded} results for "
                                   f"{message.total} items: {message.failed} items count as failed")
             if message.warning:
-                self.work.append_text(logs.sys_node_log(self.spec.ip, slot.name),
-                                      logs.line(f"WARNING {message.warning}"))
+                self._append_log(logs.sys_node_log(self.spec.ip, slot.name),
+                                 logs.line(f"WARNING {message.warning}"))
             self._finished(task, record)
             slot.task = None
             slot.state = IDLE
@@ -454,7 +459,7 @@ class Node:
             self._error_event(process, pid, task, error, details)
         if retryable and task.try_number < tries and not self._stopping():
             self.retries.appendleft(_Task(task.batch, task.try_number + 1, task.local_items,
-                                          task.size))
+                                          task.size, task.fetched))
             return
         if self._stopping():
             return  # not recorded: a later run of the job tries it again
@@ -553,10 +558,24 @@ class Node:
 
     # -- logs -----------------------------------------------------------------------------------
 
+    def _append_log(self, rel: str, text: str) -> None:
+        """Append a line to one of this node's logs through a descriptor kept open."""
+        fd = self._log_fds.get(rel)
+        if fd is None:
+            path = self.work.path(rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = self._log_fds[rel] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, text.encode("utf-8", "backslashreplace"))
+
+    def _close_logs(self) -> None:
+        for fd in self._log_fds.values():
+            os.close(fd)
+        self._log_fds.clear()
+
     def _debug(self, process: str, text: str) -> None:
         """Worker life and dispatch details, with logging_level DEBUG only."""
         if self.config.logging_level == "DEBUG":
-            self.work.append_text(logs.sys_node_log(self.spec.ip, process), logs.line(f"DEBUG {text}"))
+            self._append_log(logs.sys_node_log(self.spec.ip, process), logs.line(f"DEBUG {text}"))
 
     def _error_event(self, process: str, pid: int | None, task: _Task, error: str,
                      details: str = "") -> None:
@@ -590,7 +609,7 @@ class Node:
         started = time.time() - (now - slot.since)
         total = record.total if record else self._size(task)
         ok = record.succeeded if record else 0
-        self.work.append_text(
+        self._append_log(
             logs.sys_node_log(self.spec.ip, slot.name),
             f"{logs.timestamp()} node={self.spec.node_index} ip={self.spec.ip} pid={pid or (slot.process.pid if slot.process else '-')} "
             f"mini_batch={task.batch.index} try={task.try_number} status={status} total={total} "

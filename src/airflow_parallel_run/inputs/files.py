@@ -41,21 +41,26 @@ def _walk_sorted(folder: str) -> Iterator[InputItem]:
             (dirs if entry.is_dir() else files).append(entry.name)
     files.sort()
     dirs.sort()
-    # Interleave files and sub-folders so the order is that of the sorted names.
-    di = 0
-    for name in files:
-        while di < len(dirs) and dirs[di] < name:
-            yield from _walk_sorted(os.path.join(folder, dirs[di]))
-            di += 1
-        path = os.path.join(folder, name)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:  # removed while we listed: not an input any more
-            continue
-        yield InputItem(path, st.st_size, st.st_mtime)
+    prefix = os.path.join(folder, "")
+    stat = os.stat
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        # Interleave files and sub-folders so the order is that of the sorted names.
+        di = 0
+        for name in files:
+            while di < len(dirs) and dirs[di] < name:
+                yield from _walk_sorted(prefix + dirs[di])
+                di += 1
+            try:
+                st = stat(name, dir_fd=folder_fd)
+            except FileNotFoundError:  # removed while we listed: not an input any more
+                continue
+            yield InputItem(prefix + name, st.st_size, st.st_mtime)
+    finally:
+        os.close(folder_fd)
     del files
     for name in dirs[di:]:
-        yield from _walk_sorted(os.path.join(folder, name))
+        yield from _walk_sorted(prefix + name)
 
 
 def _list_local(spec: str) -> Iterator[InputItem]:
