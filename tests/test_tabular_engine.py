@@ -137,3 +137,20 @@ def test_cli_with_a_csv_input(runner):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(output_lines(runner.output)) == len(whole)
+
+
+@pytest.mark.parametrize("separator", [" ", ",", "\t", "||"])
+def test_dataframe_results_are_written_as_pandas_to_csv_writes_them(separator):
+    import numpy as np
+
+    from airflow_parallel_run.engine.worker import _dataframe_lines
+
+    frames = [
+        pd.DataFrame({"id": [1, -2, 2**62], "small": np.array([1, 2, 255], dtype="uint8")}),
+        pd.DataFrame({"id": [1, 2], "score": [0.1, 100.0], "name": ["a b", 'say "x"']}),
+        pd.DataFrame({"id": pd.array([1, None], dtype="Int64")}),
+        pd.DataFrame({"id": [3, 4]}, index=[10, 11]),
+    ]
+    for frame in frames:
+        expected = frame.to_csv(header=False, index=False, sep=separator, lineterminator="\n")
+        assert _dataframe_lines(frame, separator) == expected.encode()

@@ -34,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from .engine.job import run_job
 
         return run_job
+    if name == "ParallelRunOperator":  # imports Airflow, so only when asked for
+        from .airflow import ParallelRunOperator
+
+        return ParallelRunOperator
     raise AttributeError(f"module 'airflow_parallel_run' has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
 A connection's extras become the fsspec ``storage_options`` of the object that names it, at
 run time, inside the task that reads the data. The options are never logged and never enter a
-descriptor or an XCom (``to_dict()`` of datasets leaves them out).
+descriptor or an XCom (``to_dict()`` of datasets leaves them out); their secret values are
+handed to the engine, which masks them in every log the job writes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import copy
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# Option names whose values are masked in logs (as Airflow's own masker decides by name).
+SENSITIVE_NAMES = ("secret", "password", "passwd", "token", "key", "credential", "private",
+                   "auth", "sas", "signature", "connection_string")
 
 
 def storage_options(conn_id: str) -> dict[str, Any]:
@@ -33,3 +38,14 @@ def with_credentials(source: T) -> T:
     filled = copy.copy(source)
     filled.storage_options = {**storage_options(conn_id), **(source.storage_options or {})}
     return filled
+
+
+def secret_values(options: Any, name: str = "") -> list[str]:
+    """The string values of ``options`` (nested) whose option name looks sensitive."""
+    if isinstance(options, dict):
+        return [v for key, value in options.items() for v in secret_values(value, str(key))]
+    if isinstance(options, list | tuple):
+        return [v for value in options for v in secret_values(value, name)]
+    if isinstance(options, str) and any(word in name.lower() for word in SENSITIVE_NAMES):
+        return [options]
+    return []

@@ -41,7 +41,8 @@ class ParallelRunOperator(TaskGroup):
         ``run_max_try`` and ``error_threshold`` may be ``"{{ params.x }}"`` (templated,
         checked after rendering before any work starts)
     :param inputs: a dataset (``FileDataset.from_files(...)``) or a list of them
-    :param output: the output folder; default ``<[parallel_run] output_root>/<dag_id>/<step>/<run_id>``
+    :param output: the output folder or URL; by default a folder per run,
+        ``<[parallel_run] output_root>/<dag_id>/<task_id>/<run_id>``
     :param side_inputs: SideInputs fetched once per node
     :param arguments: the entry script's ``sys.argv[1:]``; a SideInput in it becomes its local path
     :param allow_reuse: reuse a finished run's result when inputs, script folder,
@@ -78,18 +79,18 @@ class ParallelRunOperator(TaskGroup):
         _check_map_length(parallel_run_config)
         self.step = step
 
-        planner_kwargs = {k: task_kwargs.pop(k) for k in ("trigger_rule", "inlets") if k in task_kwargs}
+        planner_kwargs = {k: task_kwargs.pop(k) for k in ("trigger_rule", "inlets")
+                          if k in task_kwargs}
         outlets = [self._asset(step), *task_kwargs.pop("outlets", [])]
         with self:
-            self.planner = ParallelRunPlanner(task_id="planner", step=step,
-                                              settings=step.templated_settings,
+            self.planner = ParallelRunPlanner(task_id="planner", settings=step.templated_settings,
                                               **planner_kwargs, **task_kwargs)
             self.nodes = ParallelRunNode.partial(
-                task_id="node", step=step, planner_task_id=self.planner.task_id,
+                task_id="node", planner_task_id=self.planner.task_id,
                 map_index_template=MAP_INDEX_TEMPLATE, **task_kwargs,
             ).expand(shard=self.planner.output)
             self.reducer = ParallelRunReducer(
-                task_id="reducer", step=step, planner_task_id=self.planner.task_id,
+                task_id="reducer", planner_task_id=self.planner.task_id,
                 node_task_id=self.nodes.task_id, trigger_rule=TriggerRule.ALL_DONE,
                 outlets=outlets, **task_kwargs)
             self.nodes >> self.reducer
@@ -111,7 +112,7 @@ class ParallelRunOperator(TaskGroup):
             uri = _as_uri(step.output)
             if step.config.output_action == "append_row":
                 uri = f"{uri.rstrip('/')}/{step.config.append_row_file_name}"
-        return Asset(uri=uri, name=f"parallel_run/{dag_id}/{step.name}")
+        return Asset(uri)  # named by its URI: a new output root is a new asset, not a clash
 
 
 def _as_uri(path: str) -> str:

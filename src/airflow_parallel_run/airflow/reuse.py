@@ -26,6 +26,8 @@ from ..plan import script_fingerprint
 from ..storage import open_location
 
 INDEX_DIR = ".reuse"
+# What a hit passes on (in the planner's XCom): enough to adopt the result and say whose.
+REUSED_FIELDS = ("run_id", "dag_id", "step", "output", "output_file", "result")
 
 
 @dataclass
@@ -78,7 +80,8 @@ class ReuseIndex:
                     "reuse: HIT: the inputs (names, sizes, modification times), the entry "
                     "script's folder, the configuration and the arguments are those of run "
                     f"{entry['run_id']!r} of {entry['dag_id']}.{entry['step']}, finished {when}; "
-                    f"its result is reused from {entry['output']}"), entry)
+                    f"its result is reused from {entry['output']}"),
+                    {k: entry[k] for k in REUSED_FIELDS})
             miss = (f"the matching run {entry['run_id']!r} finished, but its output "
                     f"{entry['output']} is gone")
         else:

@@ -18,7 +18,7 @@ from ..config import TEMPLATABLE_FIELDS, ParallelRunConfig, check_arguments, is_
 from ..engine.job import Job
 from ..errors import ConfigError
 from ..inputs import SideInput
-from .connections import storage_options, with_credentials
+from .connections import secret_values, storage_options, with_credentials
 
 PLAN_KEY = "plan"  # the planner's StepPlan
 NODE_RESULT_KEY = "node_result"  # each node's NodeResult, pushed even when the node fails
@@ -66,9 +66,13 @@ class StepDefinition:
     def job(self, settings: dict[str, Any], output: str) -> Job:
         """The engine's Job, with rendered settings and the connections' credentials."""
         arguments = [with_credentials(a) if isinstance(a, SideInput) else a for a in self.arguments]
-        return Job(self.config.rendered(settings), [with_credentials(d) for d in self.inputs],
-                   output, arguments, [with_credentials(s) for s in self.side_inputs],
-                   output_storage_options=self.output_options())
+        inputs = [with_credentials(d) for d in self.inputs]
+        side_inputs = [with_credentials(s) for s in self.side_inputs]
+        output_options = self.output_options()
+        with_options = [*inputs, *side_inputs, *(a for a in arguments if isinstance(a, SideInput))]
+        secrets = secret_values([output_options, *(x.storage_options for x in with_options)])
+        return Job(self.config.rendered(settings), inputs, output, arguments, side_inputs,
+                   output_storage_options=output_options, secrets=secrets)
 
 
 def rendered_settings(config: ParallelRunConfig) -> dict[str, Any]:

@@ -19,12 +19,12 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from .. import logs
-from ..engine.job import JobPlan, make_node, plan, reduce
+from ..engine.job import Job, JobPlan, make_node, plan, reduce
 from ..engine.node import Node, NodeResult
 from ..errors import ParallelRunError
 from ..reduce import JobResult, write_job_result
 from ..results import MiniBatchRecord
-from ..storage import is_remote_url, local_path
+from ..storage import STATE_DIR, is_remote_url, local_path
 from ..thresholds import Totals
 from .provider import output_root
 from .reuse import ReuseFacts, ReuseIndex, reuse_key
@@ -48,19 +48,33 @@ def _step_plan(context: Any, planner_task_id: str) -> StepPlan | None:
     return None if data is None else StepPlan.from_dict(data)
 
 
-class ParallelRunPlanner(BaseOperator):
+class _StepTask(BaseOperator):
+    """A task of a ParallelRunOperator: the step's definition belongs to its task group.
+
+    It is looked up there rather than passed in, so that it is never serialized into the
+    metadata database with the DAG (storage options may hold secrets).
+    """
+
+    @property
+    def step(self) -> StepDefinition:
+        step = getattr(self.task_group, "step", None)
+        if not isinstance(step, StepDefinition):
+            raise AirflowFailException(f"{self.task_id}: this task only runs inside the task "
+                                       "group of a ParallelRunOperator")
+        return step
+
+
+class ParallelRunPlanner(_StepTask):
     """Render the settings, list the inputs into a plan, decide reuse, hand out shards.
 
-    :param step: the step's definition (config, inputs, output, arguments...)
     :param settings: the config fields that hold templates, by name (templated)
     """
 
     template_fields = ("settings",)
     ui_color = "#d6e4f0"
 
-    def __init__(self, *, step: StepDefinition, settings: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, settings: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.step = step
         self.settings = settings
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -78,8 +92,8 @@ class ParallelRunPlanner(BaseOperator):
         except ParallelRunError as exc:
             raise _failed(step, exc) from None
         self.log.info("output: %s", job_plan.output)
-        self.log.info("planned %d items in %d mini-batches%s", job_plan.item_count,
-                      job_plan.mini_batch_count,
+        items = "" if job_plan.item_count is None else f"{job_plan.item_count} items in "
+        self.log.info("planned %s%d mini-batches%s", items, job_plan.mini_batch_count,
                       " (resuming an earlier try of this run)" if job_plan.resumed else "")
         key = reuse_key(job_plan, job.config)
         step_plan = StepPlan(job_plan.to_dict(), settings, key)
@@ -88,14 +102,16 @@ class ParallelRunPlanner(BaseOperator):
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
 
         if step.allow_reuse:
-            decision = ReuseIndex(output_root(), step.output_options()).decide(key, ti.dag_id, step.name,
-                                                        ReuseFacts.of(job))
+            index = ReuseIndex(output_root(), step.output_options())
+            decision = index.decide(key, ti.dag_id, step.name, ReuseFacts.of(job))
             self.log.info("%s", decision.message)
             step_plan.reused_from = decision.entry if decision.hit else None
         else:
             self.log.info("reuse: off (allow_reuse=False); running the step")
         ti.xcom_push(PLAN_KEY, step_plan.to_dict())
         if step_plan.reused_from is not None:
+            if step_plan.reused_from["output"] != job.location.display():
+                job.location.remove(STATE_DIR)  # this run's plan is not needed
             return []  # no node runs; the reducer adopts the earlier result
 
         from airflow.sdk.configuration import conf
@@ -139,22 +155,19 @@ class _ProgressLog:
                       t.succeeded_items, t.failed_items, elapsed)
 
 
-class ParallelRunNode(BaseOperator):
+class ParallelRunNode(_StepTask):
     """One node: a pool of ``process_count_per_node`` workers over its shard of the plan.
 
     Mini-batches that already have a result (an earlier try of this task) are not run again.
 
-    :param step: the step's definition
     :param planner_task_id: where the StepPlan comes from
     :param shard: this instance's Shard (mapped from the planner's return value)
     """
 
     ui_color = "#e8f0d6"
 
-    def __init__(self, *, step: StepDefinition, planner_task_id: str, shard: dict[str, Any],
-                 **kwargs: Any) -> None:
+    def __init__(self, *, planner_task_id: str, shard: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.step = step
         self.planner_task_id = planner_task_id
         self.shard = shard
         self._node: Node | None = None
@@ -201,23 +214,20 @@ def _span(indices: range) -> str:
     return f"{indices.start}..{indices.stop - 1}" if indices else "none"
 
 
-class ParallelRunReducer(BaseOperator):
+class ParallelRunReducer(_StepTask):
     """Judge the whole job against the plan, assemble the output, fail the step with the reason.
 
     Runs whatever the nodes did (trigger rule ``all_done``): a node that did not finish fails
     the step here, so the DAG run cannot end as a success when the nodes failed.
 
-    :param step: the step's definition
     :param planner_task_id: where the StepPlan comes from
     :param node_task_id: the mapped node task, whose NodeResults are read
     """
 
     ui_color = "#f0e4d6"
 
-    def __init__(self, *, step: StepDefinition, planner_task_id: str, node_task_id: str,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, planner_task_id: str, node_task_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.step = step
         self.planner_task_id = planner_task_id
         self.node_task_id = node_task_id
 
@@ -256,8 +266,9 @@ class ParallelRunReducer(BaseOperator):
 
         data = result.to_dict()
         if step_plan.reused_from is None:
-            ReuseIndex(output_root(), step.output_options()).record(step_plan.reuse_key, ti.dag_id, step.name, ti.run_id,
-                                             ReuseFacts.of(job), data)
+            index = ReuseIndex(output_root(), step.output_options())
+            index.record(step_plan.reuse_key, ti.dag_id, step.name, ti.run_id, ReuseFacts.of(job),
+                         data)
         self.log.info("%s", result.summary())
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {
@@ -288,7 +299,7 @@ class ParallelRunReducer(BaseOperator):
         return results
 
 
-def _adopt(job: Any, entry: dict[str, Any], storage_options: dict[str, Any]) -> JobResult:
+def _adopt(job: Job, entry: dict[str, Any], storage_options: dict[str, Any]) -> JobResult:
     """Make a finished earlier run's result this run's: its output file, linked or copied."""
     location = job.location
     location.makedirs()
@@ -305,7 +316,7 @@ def _adopt(job: Any, entry: dict[str, Any], storage_options: dict[str, Any]) -> 
             f"({entry['output']}): inputs, script, configuration and arguments are the same")
     result = JobResult(True, None, Totals(**earlier["totals"]), earlier["mini_batch_count"],
                        earlier["item_count"], location.display(), output_file, notes=[note])
-    write_job_result(location, result)
+    write_job_result(location, result, [])
     location.append_text(logs.MASTER_ROLE, logs.line(note))
     return result
 

@@ -79,6 +79,25 @@ def _is_dataframe(value: Any) -> bool:
     return type(value).__module__.startswith("pandas") and hasattr(value, "to_csv")
 
 
+def _dataframe_lines(frame: Any, separator: str) -> bytes:
+    """``to_csv(header=False, index=False, sep=separator)``, byte for byte.
+
+    Integer columns are written by pyarrow's CSV writer, about ten times faster than pandas
+    and identical for integers; anything else (floats, text, nullable values) goes through
+    pandas, whose formatting of those is the contract.
+    """
+    if len(separator) == 1 and all(dtype.kind in "iu" for dtype in frame.dtypes):
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, delimiter=separator,
+                                                        quoting_style="needed"))
+        return sink.getvalue().to_pybytes()
+    return frame.to_csv(header=False, index=False, sep=separator, lineterminator="\n").encode("utf-8")
+
+
 def encode_result(result: Any, spec: WorkerSpec) -> tuple[int, bytes, str | None]:
     """(number of results, output bytes, DataFrame header line) of what run() returned."""
     if _is_dataframe(result):
@@ -87,9 +106,7 @@ def encode_result(result: Any, spec: WorkerSpec) -> tuple[int, bytes, str | None
             header = spec.append_row_separator.join(str(c) for c in result.columns)
         if spec.output_action != "append_row" or len(result) == 0:
             return len(result), b"", header
-        text = result.to_csv(header=False, index=False, sep=spec.append_row_separator,
-                             lineterminator="\n")
-        return len(result), text.encode("utf-8"), header
+        return len(result), _dataframe_lines(result, spec.append_row_separator), header
     if result is None or isinstance(result, str | bytes | dict) or not hasattr(result, "__len__"):
         raise ResultError(
             f"run() returned {type(result).__name__}"
@@ -153,6 +170,11 @@ class Worker:
             sys.stdout = MaskingStream(sys.stdout, self.masker)  # type: ignore[assignment]
             sys.stderr = MaskingStream(sys.stderr, self.masker)  # type: ignore[assignment]
         try:
+            if spec.tables:  # load the table readers now, not on the first mini-batch
+                import pandas  # noqa: F401
+                import pyarrow.csv  # noqa: F401
+
+                from ..inputs import tabular  # noqa: F401
             self.module = load_entry_script(spec.entry_script)
             self.run_fn = getattr(self.module, "run", None)
             if not callable(self.run_fn):

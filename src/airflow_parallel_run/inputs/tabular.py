@@ -822,7 +822,7 @@ def _has_quoted_line_break(data: bytes, quote: bytes) -> bool:
 def _check_quotes(piece: TablePiece, data: bytes, quote: bytes) -> None:
     # Every row of a file without quoted line breaks holds an even number of quotes; an odd
     # count means the range starts or ends inside a quoted field (or a stray quote).
-    if data.count(quote) % 2:
+    if data.find(quote) >= 0 and data.count(quote) % 2:
         raise TableReadError(piece.path, piece.where,
                              "quotes do not pair up: a piece boundary falls inside a quoted "
                              "field that holds a line break, or a field has a stray quote "
