@@ -86,7 +86,11 @@ def _dataframe_lines(frame: Any, separator: str) -> bytes:
     and identical for integers; anything else (floats, text, nullable values) goes through
     pandas, whose formatting of those is the contract.
     """
-    if len(separator) == 1 and all(dtype.kind in "iu" for dtype in frame.dtypes):
+    import numpy as np
+
+    # numpy integers only: nullable Int64 has missing values, which pandas writes its own way
+    if len(separator) == 1 and all(isinstance(dtype, np.dtype) and dtype.kind in "iu"
+                                   for dtype in frame.dtypes):
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
