@@ -249,15 +249,15 @@ def test_append_row_dataframe_header_must_be_bool(value):
     assert_names(msg, "append_row_dataframe_header", repr(value), "True or False")
 
 
-@pytest.mark.parametrize("value", [" ", ",", "\t", "||"])
+@pytest.mark.parametrize("value", [" ", ",", "\t", "|"])
 def test_append_row_separator_valid(value):
     assert make(append_row_separator=value).append_row_separator == value
 
 
-@pytest.mark.parametrize("value", ["", None, 1])
+@pytest.mark.parametrize("value", ["", None, 1, "||"])
 def test_append_row_separator_invalid(value):
     msg = refused(append_row_separator=value)
-    assert_names(msg, "append_row_separator", repr(value), "non-empty string")
+    assert_names(msg, "append_row_separator", repr(value), "single character")
 
 
 # -- node_count, process_count_per_node, run_max_try ----------------------------------------------

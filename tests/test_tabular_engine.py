@@ -139,7 +139,7 @@ def test_cli_with_a_csv_input(runner):
     assert len(output_lines(runner.output)) == len(whole)
 
 
-@pytest.mark.parametrize("separator", [" ", ",", "\t", "||"])
+@pytest.mark.parametrize("separator", [" ", ",", "\t", "|"])
 def test_dataframe_results_are_written_as_pandas_to_csv_writes_them(separator):
     import numpy as np
 

@@ -174,9 +174,10 @@ class ParallelRunConfig:
             raise ConfigError(
                 f"append_row_dataframe_header = {self.append_row_dataframe_header!r}: must be True or False"
             )
-        if not isinstance(self.append_row_separator, str) or not self.append_row_separator:
+        if not isinstance(self.append_row_separator, str) or len(self.append_row_separator) != 1:
             raise ConfigError(
-                f"append_row_separator = {self.append_row_separator!r}: must be a non-empty string"
+                f"append_row_separator = {self.append_row_separator!r}: must be a single "
+                "character (DataFrame results are written as CSV with it)"
             )
         if checked("node_count"):
             _check_int("node_count", self.node_count, 1)
