@@ -78,3 +78,35 @@ def test_workers_die_with_a_killed_node(runner):
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_cli_run_again_after_an_input_changed_reruns_only_its_mini_batch(runner):
+    make_files(runner.inputs, 10)
+    script = runner.script(SLOW_ECHO.replace("time.sleep(0.15)", "pass").replace(
+        "return [os.path.basename(p) for p in mini_batch]",
+        "return [open(p).read().strip() for p in mini_batch]"))
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--mini-batch-size", "2", "--quiet"]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    (runner.marks / "calls").write_text("")
+    changed = runner.inputs / "f0007.txt"
+    changed.write_text("changed content\n")
+    os.utime(changed, (time.time() + 5, time.time() + 5))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" in again.stdout
+    assert (runner.marks / "calls").read_text().split() == ["f0006.txt", "f0007.txt"]
+    lines = output_lines(runner.output)
+    assert lines[7] == "changed content" and lines[6] == "item 6" and len(lines) == 10
+    assert "input files that changed" in (runner.output / "logs/sys/master_role.txt").read_text()
+
+
+def test_python_api_plans_with_file_stats_so_a_changed_input_is_a_fresh_run(runner):
+    make_files(runner.inputs, 4)
+    script = runner.script("def run(mb):\n    return [open(p).read().strip() for p in mb]\n")
+    assert runner.run(script, mini_batch_size=2).success
+    changed = runner.inputs / "f0001.txt"
+    changed.write_text("new\n")
+    os.utime(changed, (time.time() + 5, time.time() + 5))
+    again = runner.run(script, mini_batch_size=2)
+    assert again.success and not again.resumed
+    assert output_lines(runner.output) == ["item 0", "new", "item 2", "item 3"]

@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
         result = run_job(config, inputs, ns.output, arguments=script_args,
                          side_inputs=side_inputs,
-                         on_plan=display.start if display else None, stop_event=stop)
+                         on_plan=display.start if display else None, stop_event=stop,
+                         stat_inputs=False)
     except ParallelRunError as exc:
         print(f"parallel-run: error: {exc}", file=sys.stderr)
         return 2

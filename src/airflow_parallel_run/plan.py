@@ -172,11 +172,13 @@ def script_fingerprint(
 
 def plan_job(
     inputs: Sequence[Any], config: ParallelRunConfig, location: OutputLocation, base_fingerprint: str,
-    note: Callable[[str], None] = lambda text: None,
+    note: Callable[[str], None] = lambda text: None, stats: bool = True,
 ) -> PlanSummary:
     """List the inputs once, write the mini-batches into a new plan, and return its summary.
 
     The new plan is written beside the old one and swapped in by :func:`adopt_plan`.
+    ``stats=False``: local files' sizes and times stay out of the fingerprint; the workers
+    record them instead, and a resumed node checks them (see engine/node.py).
     """
     started = time.monotonic()
     hasher = hashlib.sha256(base_fingerprint.encode())
@@ -184,7 +186,8 @@ def plan_job(
     location.remove(plan_dir)
     writer = _ChunkWriter(location, plan_dir)
     try:
-        return _plan_into(inputs, config, location, hasher, plan_dir, writer, started, note)
+        return _plan_into(inputs, config, location, hasher, plan_dir, writer, started, note,
+                          stats)
     except BaseException:
         location.remove(plan_dir)
         raise
@@ -194,11 +197,12 @@ def _hash_item(hasher: Any, item: Any) -> None:
     hasher.update(f"{item.path}\0{item.size}\0{item.mtime}\n".encode("utf-8", "surrogateescape"))
 
 
-def _file_batches(dataset: Any, size: int, hasher: Any) -> Iterator[tuple[list[str], None]]:
+def _file_batches(dataset: Any, size: int, hasher: Any,
+                  stats: bool) -> Iterator[tuple[list[str], None]]:
     """Mini-batches of paths; sizes and times go into the fingerprint a batch at a time."""
     batch: list[str] = []
     versions: list[Any] = []
-    for path, file_size, mtime in dataset.iter_items():
+    for path, file_size, mtime in dataset.iter_items(stats=stats):
         batch.append(path)
         versions.append(file_size)
         versions.append(mtime)
@@ -225,7 +229,7 @@ def _table_batches(dataset: Any, config: ParallelRunConfig, hasher: Any,
 
 def _plan_into(inputs: Sequence[Any], config: ParallelRunConfig, location: OutputLocation,
                hasher: Any, plan_dir: str, writer: _ChunkWriter, started: float,
-               note: Callable[[str], None]) -> PlanSummary:
+               note: Callable[[str], None], stats: bool) -> PlanSummary:
     index = 0
     items: int | None = 0
     datasets = []
@@ -235,7 +239,7 @@ def _plan_into(inputs: Sequence[Any], config: ParallelRunConfig, location: Outpu
         if dataset.kind == "tabular":
             batches = _table_batches(dataset, config, hasher, note)
         else:
-            batches = _file_batches(dataset, config.files_per_mini_batch(), hasher)
+            batches = _file_batches(dataset, config.files_per_mini_batch(), hasher, stats)
         for paths, piece in batches:
             batch = MiniBatch(index, dataset.name, paths, piece)
             hasher.update(writer.add(batch).encode("utf-8", "surrogateescape"))

@@ -29,6 +29,7 @@ class MiniBatchRecord:
     failed: int
     tries: int
     header: str | None = None  # a DataFrame result's header line, written once in the output
+    versions: list[list[int]] | None = None  # [size, mtime_ns] of each local input file
 
     def encode(self, payload: bytes = b"") -> bytes:
         return json.dumps(asdict(self)).encode() + b"\n" + payload

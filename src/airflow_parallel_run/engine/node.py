@@ -182,6 +182,8 @@ class Node:
 
     def _run(self) -> NodeResult:
         done = {i: r for i, r in read_records(self.location, self.indices).items() if r.status == OK}
+        for index in self._changed_inputs(done):
+            del done[index]
         for record in done.values():
             self.totals.add(record)
         self.shared.publish(self.totals)
@@ -194,6 +196,28 @@ class Node:
             self._loop()
         self.shared.publish(self.totals)
         return NodeResult(self.spec.node_index, self.totals, self.stop_reason, self.aborted)
+
+    def _changed_inputs(self, done: dict[int, MiniBatchRecord]) -> list[int]:
+        """Finished mini-batches whose input files changed since they ran: they run again."""
+        checked = [i for i, r in done.items() if r.versions is not None]
+        if not checked:
+            return []
+        changed = []
+        for batch in iter_plan(self.location, self.indices):
+            record = done.get(batch.index)
+            if record is None or record.versions is None:
+                continue
+            try:
+                now = [[st.st_size, st.st_mtime_ns] for st in map(os.stat, batch.items)]
+            except OSError:
+                now = None
+            if now != record.versions:
+                changed.append(batch.index)
+        if changed:
+            self.location.append_text(logs.MASTER_ROLE, logs.line(
+                f"node {self.spec.node_index}: {len(changed)} finished mini-batches have input "
+                f"files that changed since they ran (first: {changed[0]}); they run again"))
+        return changed
 
     def _prepare(self) -> None:
         spec = self.spec
@@ -377,7 +401,8 @@ class Node:
         slot.since = time.monotonic()
         slot.deadline = slot.since + float(self.config.run_invocation_timeout)
         slot.process.conn.send(RunMiniBatch(task.batch.index, task.batch.dataset, items,
-                                            task.try_number, task.batch.piece))
+                                            task.try_number, task.batch.piece,
+                                            versions=task.batch.piece is None and not task.fetched))
         self._debug(slot.name, f"sent mini_batch={task.batch.index} try={task.try_number} "
                                f"to pid={slot.process.pid}")
 

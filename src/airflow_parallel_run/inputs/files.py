@@ -33,7 +33,7 @@ def _has_magic(path: str) -> bool:
     return any(ch in path for ch in _MAGIC)
 
 
-def _walk_sorted(folder: str) -> Iterator[InputItem]:
+def _walk_sorted(folder: str, stats: bool = True) -> Iterator[InputItem]:
     files: list[str] = []
     dirs: list[str] = []
     with os.scandir(folder) as entries:
@@ -49,8 +49,11 @@ def _walk_sorted(folder: str) -> Iterator[InputItem]:
         di = 0
         for name in files:
             while di < len(dirs) and dirs[di] < name:
-                yield from _walk_sorted(prefix + dirs[di])
+                yield from _walk_sorted(prefix + dirs[di], stats)
                 di += 1
+            if not stats:
+                yield InputItem(prefix + name, -1, 0.0)
+                continue
             try:
                 st = stat(name, dir_fd=folder_fd)
             except FileNotFoundError:  # removed while we listed: not an input any more
@@ -60,10 +63,10 @@ def _walk_sorted(folder: str) -> Iterator[InputItem]:
         os.close(folder_fd)
     del files
     for name in dirs[di:]:
-        yield from _walk_sorted(prefix + name)
+        yield from _walk_sorted(prefix + name, stats)
 
 
-def _list_local(spec: str) -> Iterator[InputItem]:
+def _list_local(spec: str, stats: bool = True) -> Iterator[InputItem]:
     path = spec[len("file://"):] if spec.startswith("file://") else spec
     path = os.path.abspath(os.path.expanduser(path))
     if _has_magic(path):
@@ -72,12 +75,12 @@ def _list_local(spec: str) -> Iterator[InputItem]:
             raise InputError(f"input {spec!r}: the pattern matches no file")
         for match in matches:
             if os.path.isdir(match):
-                yield from _walk_sorted(match)
+                yield from _walk_sorted(match, stats)
             else:
                 st = os.stat(match)
                 yield InputItem(match, st.st_size, st.st_mtime)
     elif os.path.isdir(path):
-        yield from _walk_sorted(path)
+        yield from _walk_sorted(path, stats)
     elif os.path.isfile(path):
         st = os.stat(path)
         yield InputItem(path, st.st_size, st.st_mtime)
@@ -162,13 +165,17 @@ class FileDataset:
     def remote(self) -> bool:
         return any(is_remote(p) for p in self.paths)
 
-    def iter_items(self) -> Iterator[InputItem]:
-        """Every file, in input order, streamed."""
+    def iter_items(self, stats: bool = True) -> Iterator[InputItem]:
+        """Every file, in input order, streamed.
+
+        ``stats=False`` skips each local file's stat (size -1, time 0): listing a folder of
+        small files is then several times faster. Remote listings carry sizes and etags anyway.
+        """
         for spec in self.paths:
             if is_remote(spec):
                 yield from _list_remote(spec, self.storage_options)
             else:
-                yield from _list_local(spec)
+                yield from _list_local(spec, stats)
 
     def to_dict(self) -> dict[str, Any]:
         # storage_options may hold secrets: they are not part of a descriptor.
