@@ -32,7 +32,13 @@ class MiniBatchRecord:
     versions: list[list[int]] | None = None  # [size, mtime_ns] of each local input file
 
     def encode(self, payload: bytes = b"") -> bytes:
-        return json.dumps(asdict(self)).encode() + b"\n" + payload
+        head = {"index": self.index, "status": self.status, "total": self.total,
+                "succeeded": self.succeeded, "failed": self.failed, "tries": self.tries}
+        if self.header is not None:
+            head["header"] = self.header
+        if self.versions is not None:
+            head["versions"] = self.versions
+        return json.dumps(head).encode() + b"\n" + payload
 
     @classmethod
     def decode(cls, data: bytes) -> tuple[MiniBatchRecord, bytes]:

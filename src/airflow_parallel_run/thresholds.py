@@ -31,8 +31,10 @@ class Totals:
         self.failed_items += record.failed
 
     def __iadd__(self, other: Totals) -> Totals:
-        for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
+        self.mini_batches_done += other.mini_batches_done
+        self.failed_mini_batches += other.failed_mini_batches
+        self.succeeded_items += other.succeeded_items
+        self.failed_items += other.failed_items
         return self
 
 

@@ -146,6 +146,8 @@ class Node:
         self.masker = Masker(spec.secrets)
         self.monitor: ResourceMonitor | None = None
         self._log_fds: dict[str, int] = {}
+        self._checked_failures = (0, 0)
+        self._checked_at = 0.0
         self._wake_r, self._wake_w = os.pipe()
 
     # -- public ---------------------------------------------------------------------------------
@@ -366,6 +368,7 @@ class Node:
                     for w in slot.process.waitables():
                         waitables.append(w)
                         owners[w] = slot
+            maybe_exited = set()
             for ready in wait(waitables, timeout):
                 if ready == self._wake_r:
                     os.read(self._wake_r, 64)
@@ -373,11 +376,15 @@ class Node:
                 slot = owners[ready]
                 if slot.process is not None and ready is slot.process.conn:
                     self._receive(slot)
+                else:  # its pidfd: the process ended
+                    maybe_exited.add(slot.name)
             now = time.monotonic()
             for slot in self.slots:
-                if slot.process is None:
+                process = slot.process
+                if process is None:
                     continue
-                if slot.process.exited() and not slot.process.conn.poll():
+                if ((process.pidfd is None or slot.name in maybe_exited)
+                        and process.exited() and not process.conn.poll()):
                     self._on_exit(slot)
                 elif now >= slot.deadline:
                     self._on_deadline(slot)
@@ -567,7 +574,12 @@ class Node:
         slot.state = GONE
 
     def _check_thresholds(self) -> None:
-        if self.stop_reason is None:
+        """After a failure here, and every POLL seconds for the other nodes' failures."""
+        now = time.monotonic()
+        failures = (self.totals.failed_items, self.totals.failed_mini_batches)
+        if self.stop_reason is None and (failures != self._checked_failures
+                                         or now - self._checked_at >= POLL):
+            self._checked_failures, self._checked_at = failures, now
             self.stop_reason = exceeded_while_running(self.config, self.shared.job_totals(self.totals))
 
     def _stop_early(self) -> None:
