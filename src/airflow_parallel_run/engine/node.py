@@ -106,7 +106,8 @@ class _Slot:
     name: str
     process: WorkerProcess | None = None
     state: str = GONE
-    task: _Task | None = None
+    task: _Task | None = None  # running in the worker
+    queued: _Task | None = None  # sent ahead: the worker starts it as soon as `task` is done
     since: float = 0.0
     deadline: float = float("inf")
 
@@ -348,6 +349,8 @@ class Node:
             for slot in self.slots:
                 if slot.state == IDLE:
                     self._dispatch(slot)
+                if slot.state == BUSY and slot.queued is None:
+                    self._send_ahead(slot)
                 elif slot.state == GONE and slot.process is None and self._has_work():
                     # Never more init() attempts than the limit, even with several in flight.
                     starting = sum(s.state == STARTING for s in self.slots)
@@ -397,21 +400,50 @@ class Node:
             slot.state = STOPPING
             slot.deadline = time.monotonic() + (STOP_GRACE if self._stopping() else SHUTDOWN_GRACE)
             return
+        if self._send(slot, task):
+            slot.task = task
+            self._started(slot)
+
+    def _send_ahead(self, slot: _Slot) -> None:
+        """Give a busy worker its next mini-batch now, so it never waits for the node."""
+        task = self._next_task()
+        if task is not None and self._send(slot, task):
+            slot.queued = task
+
+    def _send(self, slot: _Slot, task: _Task) -> bool:
+        assert slot.process is not None
         try:
             items = self._local_items(task)
         except Exception as exc:  # the store refused the files: this try fails, not the node
             self._try_failed(slot.name, task, f"fetching the input files failed: "
                              f"{type(exc).__name__}: {exc}", pid=None)
-            return
-        slot.task = task
-        slot.state = BUSY
-        slot.since = time.monotonic()
-        slot.deadline = slot.since + float(self.config.run_invocation_timeout)
+            return False
         slot.process.conn.send(RunMiniBatch(task.batch.index, task.batch.dataset, items,
                                             task.try_number, task.batch.piece,
                                             versions=task.batch.piece is None and not task.fetched))
         self._debug(slot.name, f"sent mini_batch={task.batch.index} try={task.try_number} "
                                f"to pid={slot.process.pid}")
+        return True
+
+    def _started(self, slot: _Slot) -> None:
+        slot.state = BUSY
+        slot.since = time.monotonic()
+        slot.deadline = slot.since + float(self.config.run_invocation_timeout)
+
+    def _next_in(self, slot: _Slot) -> None:
+        """The running mini-batch is over: the one sent ahead (if any) runs now."""
+        slot.task, slot.queued = slot.queued, None
+        if slot.task is not None:
+            self._started(slot)
+        else:
+            slot.state = IDLE
+            slot.deadline = float("inf")
+
+    def _take_back(self, slot: _Slot) -> None:
+        """The worker is gone: the mini-batch sent ahead never started, it goes back in line."""
+        if slot.queued is not None:
+            self.retries.appendleft(slot.queued)
+            slot.queued = None
 
     def _receive(self, slot: _Slot) -> None:
         process = slot.process
@@ -451,16 +483,12 @@ class Node:
                 self._append_log(logs.sys_node_log(self.spec.ip, slot.name),
                                  logs.line(f"WARNING {message.warning}"))
             self._finished(task, record)
-            slot.task = None
-            slot.state = IDLE
-            slot.deadline = float("inf")
+            self._next_in(slot)
         elif isinstance(message, MiniBatchFailed):
             task = slot.task
-            assert task is not None
-            slot.task = None
-            slot.state = IDLE
-            slot.deadline = float("inf")
+            assert task is not None and task.batch.index == message.index
             self._sys_line(slot, task, "failed", message.run_seconds, None)
+            self._next_in(slot)
             if message.total is not None:
                 task.size = message.total
             self._try_failed(slot.name, task, message.error, pid=slot.process.pid, logged=True,
@@ -525,6 +553,7 @@ class Node:
             self._sys_line(slot, task, "timeout", elapsed, None, pid=process.pid)
             slot.task = None
             slot.state = GONE
+            self._take_back(slot)
             self._try_failed(slot.name, task, error, pid=process.pid, logged=True)
         else:  # shutdown() overstayed, or a stop was not heeded
             process.kill_tree()
@@ -540,6 +569,7 @@ class Node:
         slot.process = None
         slot.state = GONE
         slot.task = None
+        self._take_back(slot)
         if state == BUSY and task is not None:
             error = f"the worker process died during run() ({how})"
             self._sys_line(slot, task, "died", time.monotonic() - slot.since, None, pid=process.pid)
@@ -591,6 +621,7 @@ class Node:
                 slot.process.kill_tree()
                 slot.process = None
                 slot.task = None
+                slot.queued = None  # not recorded: a later run of the job runs it
                 slot.state = GONE
 
     # -- logs -----------------------------------------------------------------------------------
