@@ -19,7 +19,6 @@ import logging
 import os
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,7 +249,7 @@ def _create_with_header(target: Path, header: str) -> None:
     if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
     tmp.write_text(header)
     try:
         os.link(tmp, target)

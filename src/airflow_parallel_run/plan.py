@@ -204,14 +204,17 @@ def _file_batches(dataset: Any, size: int, hasher: Any,
     versions: list[Any] = []
     for path, file_size, mtime in dataset.iter_items(stats=stats):
         batch.append(path)
-        versions.append(file_size)
-        versions.append(mtime)
+        if file_size >= 0:  # not known when local files are listed without stats
+            versions.append(file_size)
+            versions.append(mtime)
         if len(batch) == size:
-            hasher.update(repr(versions).encode())
+            if versions:
+                hasher.update(repr(versions).encode())
             yield batch, None
             batch, versions = [], []
     if batch:
-        hasher.update(repr(versions).encode())
+        if versions:
+            hasher.update(repr(versions).encode())
         yield batch, None
 
 

@@ -29,15 +29,17 @@ class MiniBatchRecord:
     failed: int
     tries: int
     header: str | None = None  # a DataFrame result's header line, written once in the output
-    versions: list[list[int]] | None = None  # [size, mtime_ns] of each local input file
+    # when the mini-batch finished, for local input files: one changed later (mtime or ctime
+    # after this) makes a resumed run run it again
+    finished_at: float | None = None
 
     def encode(self, payload: bytes = b"") -> bytes:
         head = {"index": self.index, "status": self.status, "total": self.total,
                 "succeeded": self.succeeded, "failed": self.failed, "tries": self.tries}
         if self.header is not None:
             head["header"] = self.header
-        if self.versions is not None:
-            head["versions"] = self.versions
+        if self.finished_at is not None:
+            head["finished_at"] = self.finished_at
         return json.dumps(head).encode() + b"\n" + payload
 
     @classmethod

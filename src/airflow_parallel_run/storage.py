@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -213,7 +212,7 @@ class LocalLocation(OutputLocation):
     def local_temp(self, rel: str) -> str:
         target = self.path(rel)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return str(target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"))
+        return str(target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp"))
 
     def put_file(self, local: str, rel: str) -> None:
         target = self.path(rel)
@@ -255,7 +254,7 @@ class RemoteLocation(OutputLocation):
 
     def check_writable(self) -> None:
         """Fail early, naming the URL, when the store refuses a write."""
-        probe = f"{STATE_DIR}/.probe-{uuid.uuid4().hex[:8]}"
+        probe = f"{STATE_DIR}/.probe-{os.urandom(4).hex()}"
         try:
             self.write_atomic(probe, b"")
             self.remove(probe)

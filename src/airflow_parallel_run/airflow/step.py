@@ -72,7 +72,8 @@ class StepDefinition:
         with_options = [*inputs, *side_inputs, *(a for a in arguments if isinstance(a, SideInput))]
         secrets = secret_values([output_options, *(x.storage_options for x in with_options)])
         return Job(self.config.rendered(settings), inputs, output, arguments, side_inputs,
-                   output_storage_options=output_options, secrets=secrets)
+                   output_storage_options=output_options, secrets=secrets,
+                   stat_inputs=True)  # allow_reuse compares the inputs' sizes and times
 
 
 def rendered_settings(config: ParallelRunConfig) -> dict[str, Any]:

@@ -202,19 +202,18 @@ class Node:
 
     def _changed_inputs(self, done: dict[int, MiniBatchRecord]) -> list[int]:
         """Finished mini-batches whose input files changed since they ran: they run again."""
-        checked = [i for i, r in done.items() if r.versions is not None]
-        if not checked:
+        if not any(r.finished_at is not None for r in done.values()):
             return []
         changed = []
         for batch in iter_plan(self.location, self.indices):
             record = done.get(batch.index)
-            if record is None or record.versions is None:
+            if record is None or record.finished_at is None:
                 continue
-            try:
-                now = [[st.st_size, st.st_mtime_ns] for st in map(os.stat, batch.items)]
-            except OSError:
-                now = None
-            if now != record.versions:
+            try:  # ctime too: a file copied in with an old mtime (cp -p, rsync) is new here
+                latest = max(max(st.st_mtime, st.st_ctime) for st in map(os.stat, batch.items))
+            except OSError:  # gone: its results stay, as the plan still names it
+                continue
+            if latest > record.finished_at:
                 changed.append(batch.index)
         if changed:
             self.location.append_text(logs.MASTER_ROLE, logs.line(
@@ -314,9 +313,8 @@ class Node:
             return []  # a table piece: the worker reads its rows itself
         if task.local_items is None:
             dataset = self.spec.datasets.get(task.batch.dataset)
-            if dataset is None or not any("://" in p and not p.startswith("file://")
-                                          for p in task.batch.items):
-                task.local_items = [p[7:] if p.startswith("file://") else p for p in task.batch.items]
+            if dataset is None or not dataset.remote:
+                task.local_items = task.batch.items  # listed as plain local paths
             else:
                 task.local_items = self._fetch(task.batch, dataset)
                 task.fetched = True

@@ -6,6 +6,7 @@ planning a million files never holds more than one directory's names at once.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from collections.abc import Iterator
@@ -161,7 +162,7 @@ class FileDataset:
         return cls(paths=paths, name=name or "input", storage_options=dict(storage_options or {}),
                    conn_id=conn_id)
 
-    @property
+    @functools.cached_property
     def remote(self) -> bool:
         return any(is_remote(p) for p in self.paths)
 
