@@ -101,7 +101,7 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def wait_for_quiet(max_wait: float = 30.0, window: float = 0.5, limit: float = 0.2) -> float:
+def wait_for_quiet(max_wait: float = 5.0, window: float = 0.5, limit: float = 0.2) -> float:
     """Wait (at most ``max_wait`` s) for a ``window`` in which the machine's other processes
     use under ``limit`` of a core: this machine may be shared. Returns what they used."""
     deadline = time.monotonic() + max_wait
@@ -120,6 +120,12 @@ def wait_for_quiet(max_wait: float = 30.0, window: float = 0.5, limit: float = 0
 class Timing:
     seconds: float  # wall clock of the whole command
     others_cpu: float  # CPU seconds that other processes of the machine used meanwhile
+    cpu: float = 0.0  # CPU seconds of the command itself and its (waited-for) descendants
+
+    @property
+    def disturbance(self) -> float:
+        """Cores' worth of other work while this ran (0.5: half a core all along)."""
+        return self.others_cpu / self.seconds
 
 
 def run_timed(command: Sequence[str]) -> Timing:
@@ -136,7 +142,7 @@ def run_timed(command: Sequence[str]) -> Timing:
     others = 0.0
     if busy is not None and busy_after is not None:
         others = max(0.0, (busy_after - busy) - (ours_after - ours))
-    return Timing(elapsed, others)
+    return Timing(elapsed, others, ours_after - ours)
 
 
 @dataclass
@@ -148,17 +154,48 @@ class Contender:
     command: Sequence[str]
 
 
+DISTURBED = 0.1  # other processes' CPU per second of wall time above which we measure again
+TRIES = 3  # measurements at most of one contender in one round
+RETRY_BUDGET = 60.0  # seconds one comparison may spend measuring again
+
+
 def alternate(contenders: Sequence[Contender], repeats: int) -> dict[str, list[float]]:
     """Time each contender ``repeats`` times, taking turns (A B A B ...), so that drift in
-    the machine's speed falls on both sides alike."""
+    the machine's speed falls on both sides alike.
+
+    The machine may be shared: a measurement during which other processes used more than
+    ``DISTURBED`` of a core is taken again (up to ``TRIES`` times, within ``RETRY_BUDGET``
+    seconds per comparison); the calmest one is kept, and every one is printed.
+    """
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
+    retried = 0.0
+    kept_disturbed = 0
     for round_number in range(1, repeats + 1):
         for contender in contenders:
-            contender.prepare()
-            timing = run_timed(contender.command)
-            times[contender.name].append(timing.seconds)
-            print(f"  round {round_number}: {contender.name:<28} {timing.seconds:8.2f} s   "
-                  f"(other processes meanwhile: {timing.others_cpu:.2f} CPU-s)", flush=True)
+            best: Timing | None = None
+            for attempt in range(1, TRIES + 1):
+                contender.prepare()
+                timing = run_timed(contender.command)
+                if attempt > 1:
+                    retried += timing.seconds
+                if best is None or timing.disturbance < best.disturbance:
+                    best = timing
+                again = (timing.disturbance > DISTURBED and attempt < TRIES
+                         and retried < RETRY_BUDGET)
+                verdict = ("" if timing.disturbance <= DISTURBED
+                           else "; disturbed, measuring again" if again
+                           else "; disturbed, keeping the calmest")
+                print(f"  round {round_number}: {contender.name:<28} {timing.seconds:8.2f} s   "
+                      f"(other processes meanwhile: {timing.others_cpu:.2f} CPU-s{verdict})",
+                      flush=True)
+                if not again:
+                    break
+            assert best is not None
+            times[contender.name].append(best.seconds)
+            kept_disturbed += best.disturbance > DISTURBED
+    if kept_disturbed:
+        print(f"  warning: {kept_disturbed} of {repeats * len(contenders)} measurements kept "
+              "were disturbed by other processes; the numbers are less trustworthy", flush=True)
     return times
 
 

@@ -1,0 +1,72 @@
+"""The DAGs of tests/airflow. Each test points ``PRT_DATA`` at a folder of its own whose
+``input/`` holds the files to process (their text tells scripts/behave.py what to do).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param
+
+from airflow_parallel_run import FileDataset, ParallelRunConfig, SideInput
+from airflow_parallel_run.airflow import ParallelRunOperator
+
+DATA = os.environ.get("PRT_DATA", "/nonexistent")
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+PARAMS = {
+    "mini_batch_size": Param(5, type="integer", minimum=1, description="files per mini-batch"),
+    "node_count": Param(2, type="integer", minimum=1, maximum=8),
+    "process_count_per_node": Param(1, type="integer", minimum=1, maximum=4),
+    "run_max_try": Param(1, type="integer", minimum=1),
+    "run_invocation_timeout": Param(60, type="integer", minimum=1),
+    # No minimum here: the planner's own rule (error_threshold >= -1) is what refuses -5.
+    "error_threshold": Param(-1, type="integer"),
+}
+
+
+def config(script: str = "behave.py") -> ParallelRunConfig:
+    return ParallelRunConfig(
+        entry_script=os.path.join(SCRIPTS, script),
+        mini_batch_size="{{ params.mini_batch_size }}",
+        node_count="{{ params.node_count }}",
+        process_count_per_node="{{ params.process_count_per_node }}",
+        run_max_try="{{ params.run_max_try }}",
+        run_invocation_timeout="{{ params.run_invocation_timeout }}",
+        error_threshold="{{ params.error_threshold }}",
+    )
+
+
+def files(folder: str = "input") -> FileDataset:
+    return FileDataset.from_files(os.path.join(DATA, folder), name="files")
+
+
+with DAG("prt_files", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files())
+
+with DAG("prt_broken_init", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", parallel_run_config=config("broken_init.py"),
+                        inputs=files())
+
+with DAG("prt_node_timeout", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
+                        execution_timeout=timedelta(seconds=8))
+
+# For the runs with real services: a node task that dies is retried, and resumes.
+with DAG("prt_services", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
+                        allow_reuse=False, retries=1, retry_delay=timedelta(seconds=1))
+
+with DAG("prt_services_failing", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files("failing"),
+                        allow_reuse=False)
+
+# Storage credentials from an Airflow connection: input, side input and output on S3.
+with DAG("prt_s3", schedule=None, params=PARAMS):
+    S3 = os.environ.get("PRT_S3", "s3://nonexistent")
+    labels = SideInput(f"{S3}/side/labels.txt", name="labels", conn_id="prt_s3")
+    ParallelRunOperator(task_id="step", parallel_run_config=config(),
+                        inputs=FileDataset.from_files(f"{S3}/input/", conn_id="prt_s3"),
+                        arguments=["--labels", labels], output=f"{S3}/output",
+                        output_conn_id="prt_s3")

@@ -1,0 +1,70 @@
+"""Storage credentials from Airflow connections (``conn_id=``), never written anywhere.
+
+An S3 server (moto) on loopback; the connection's extras hold the keys and the endpoint, so
+the step can only reach the bucket through the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import fsspec
+import pytest
+from airflow_runs import AirflowHome
+
+KEY, SECRET = "AKIAPRTTESTKEY0001", "prt-secret-Zq81xW0v"
+BUCKET = "prt-airflow"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait()
+
+
+def test_connection_extras_reach_inputs_side_inputs_and_output_and_stay_secret(
+        airflow_home: AirflowHome, s3_endpoint: str, tmp_path: Path):
+    options = {"key": KEY, "secret": SECRET,
+               "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=KEY,
+                 aws_secret_access_key=SECRET, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    for i in range(7):
+        fs.pipe(f"{BUCKET}/input/f{i}.txt", f"ok {i}\n".encode())
+    fs.pipe(f"{BUCKET}/side/labels.txt", b"labels\n")
+    connection = json.dumps({"conn_type": "aws", "extra": {"storage_options": options}})
+
+    run = airflow_home.dags_test("prt_s3", tmp_path, conf={"mini_batch_size": 2},
+                                 PRT_S3=f"s3://{BUCKET}", AIRFLOW_CONN_PRT_S3=connection)
+
+    assert run.state == "success"
+    assert fs.cat(f"{BUCKET}/output/parallel_run_step.txt").decode().splitlines() == [
+        f"f{i}.txt: ok {i}" for i in range(7)]
+    assert SECRET not in run.log and KEY not in run.log
+    with sqlite3.connect(airflow_home.path / "airflow.db") as db:
+        for table in ("xcom", "serialized_dag", "rendered_task_instance_fields"):
+            stored = json.dumps(db.execute(f"select * from {table}").fetchall(), default=str)
+            assert SECRET not in stored, table
+    logs = fs.find(f"{BUCKET}/output/logs")
+    assert logs and not any(SECRET.encode() in fs.cat(path) for path in logs)

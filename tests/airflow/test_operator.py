@@ -1,0 +1,223 @@
+"""ParallelRunOperator in real ``airflow dags test`` runs on SQLite (SPEC.md, "Airflow").
+
+Each test gets a data folder of its own (``PRT_DATA``) and its own output root, so the runs of
+one module share only the metadata database.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+from airflow_runs import AirflowHome, make_files
+
+
+def test_step_runs_planner_mapped_nodes_and_reducer(airflow_home: AirflowHome, tmp_path: Path):
+    expected = make_files(tmp_path / "input", [f"ok {i}" for i in range(23)])
+
+    run = airflow_home.dags_test("prt_files", tmp_path)
+
+    assert run.state == "success"
+    assert run.states("planner") == ["success"]
+    assert run.states("node") == ["success", "success"]
+    assert run.states("reducer") == ["success"]
+    assert [t.label for t in run.tasks if t.task_id == "step.node"] == [
+        "node 1 of 2: 2 mini-batches", "node 2 of 2: 3 mini-batches"]
+    assert run.output_lines() == expected  # every item once, in input order
+    assert (run.output_dir / "logs" / "job_result.txt").read_text().startswith("SUCCESS")
+    [(task, uri, extra)] = airflow_home.asset_events(run)  # the output is the reducer's outlet
+    assert task == "step.reducer"
+    assert uri == f"file://{tmp_path}/out/prt_files/step"
+    assert extra["path"] == str(run.output_dir / "parallel_run_step.txt")
+
+
+def test_conf_overrides_params(airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", [f"ok {i}" for i in range(23)])
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"mini_batch_size": 2})
+
+    assert run.state == "success"
+    assert "planned 23 items in 12 mini-batches" in run.task_log("planner")  # 5 by default
+    assert len(run.output_lines()) == 23
+
+
+def test_node_count_3_gives_3_mapped_node_instances(airflow_home: AirflowHome, tmp_path: Path):
+    expected = make_files(tmp_path / "input", [f"ok {i}" for i in range(20)])
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"node_count": 3})
+
+    assert run.state == "success"
+    assert [(t.map_index, t.state) for t in run.tasks if t.task_id == "step.node"] == [
+        (0, "success"), (1, "success"), (2, "success")]
+    assert {node for _, _, node in run.calls()} != set()  # nodes ran run() themselves
+    assert run.output_lines() == expected
+
+
+def test_fewer_mini_batches_than_nodes_maps_one_node_per_mini_batch(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok a", "ok b"])
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"node_count": 8})
+
+    assert run.state == "success"
+    assert run.states("node") == ["success"]  # min(node_count, mini-batches) = 1
+
+
+def test_error_threshold_exceeded_fails_the_run_with_threshold_and_count(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["fail" if i in (2, 6, 11) else f"ok {i}" for i in range(20)])
+
+    run = airflow_home.dags_test("prt_files", tmp_path,
+                                 conf={"mini_batch_size": 1, "error_threshold": 1})
+
+    assert run.state == "failed"
+    assert run.states("reducer") == ["failed"]
+    reducer_log = run.task_log("reducer")
+    assert "error_threshold exceeded: 2 items failed, error_threshold is 1" in reducer_log
+    assert not (run.output_dir / "parallel_run_step.txt").exists()
+    assert (run.output_dir / "logs" / "job_result.txt").read_text().startswith("FAILED")
+
+
+def test_every_node_failing_fails_the_run(airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", [f"ok {i}" for i in range(10)])
+
+    run = airflow_home.dags_test("prt_broken_init", tmp_path)
+
+    assert run.states("node") == ["failed", "failed"]
+    assert run.states("reducer") == ["failed"]  # all_done: it ran, and it must not pass
+    assert run.state == "failed"
+    assert "init() failed" in run.task_log("reducer")
+    assert "init() is broken on purpose" in run.task_log("reducer")
+
+
+def test_node_task_timeout_kills_its_workers_and_fails_the_step(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["sleep 60"] * 4)
+
+    started = time.monotonic()
+    run = airflow_home.dags_test("prt_node_timeout", tmp_path,
+                                 conf={"node_count": 1, "process_count_per_node": 2,
+                                       "mini_batch_size": 1})
+
+    assert time.monotonic() - started < 50  # not the 60 s of run()
+    assert run.states("node") == ["failed"]
+    assert run.state == "failed"
+    assert "1 of 1 node tasks did not finish" in run.task_log("reducer")
+    workers = {pid for _, pid, _ in run.calls()}
+    assert len(workers) == 2
+    alive = [pid for pid in workers if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+
+
+def test_empty_input_folder_skips_the_step(airflow_home: AirflowHome, tmp_path: Path):
+    (tmp_path / "input").mkdir()
+
+    run = airflow_home.dags_test("prt_files", tmp_path)
+
+    assert run.state == "success"
+    assert run.states("planner") == ["skipped"]
+    assert run.states("node") == ["skipped"]
+    assert run.states("reducer") == ["skipped"]
+    assert "the input is empty: nothing to do" in run.task_log("planner")
+
+
+def test_param_out_of_its_bounds_is_refused_before_the_run(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok"])
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"mini_batch_size": 0})
+
+    assert run.state == "not started"
+    assert "mini_batch_size" in run.log and "less than the minimum of 1" in run.log
+
+
+def test_rendered_value_breaking_a_config_rule_fails_the_planner_naming_the_rule(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok"])
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"error_threshold": -5})
+
+    assert run.state == "failed"
+    assert run.states("planner") == ["failed"]
+    assert run.states("node") == ["upstream_failed"]
+    assert "error_threshold = -5: must be >= -1" in run.task_log("planner")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("calls.log"))
+
+
+def test_more_nodes_than_max_map_length_fails_the_planner_clearly(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", [f"ok {i}" for i in range(9)])
+
+    run = airflow_home.dags_test("prt_files", tmp_path,
+                                 conf={"node_count": 3, "mini_batch_size": 1},
+                                 AIRFLOW__CORE__MAX_MAP_LENGTH="2")
+
+    assert run.state == "failed"
+    assert "3 node tasks would exceed [core] max_map_length = 2" in run.task_log("planner")
+
+
+def test_same_inputs_script_config_and_arguments_reuse_the_finished_run(
+        airflow_home: AirflowHome, tmp_path: Path):
+    expected = make_files(tmp_path / "input", [f"ok {i}" for i in range(12)])
+    first = airflow_home.dags_test("prt_files", tmp_path)
+    assert first.state == "success"
+
+    second = airflow_home.dags_test("prt_files", tmp_path)
+
+    assert second.state == "success"
+    assert "reuse: HIT" in second.task_log("planner")
+    assert first.run_id in second.task_log("planner")
+    assert second.states("node") == ["skipped"]  # nothing computed again
+    assert not (second.output_dir / "calls.log").exists()
+    assert second.output_lines() == expected
+    assert second.output_dir != first.output_dir
+
+
+def test_a_changed_input_file_means_a_fresh_run(airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", [f"ok {i}" for i in range(12)])
+    assert airflow_home.dags_test("prt_files", tmp_path).state == "success"
+    changed = tmp_path / "input" / "f003.txt"
+    changed.write_text("ok changed\n")
+    os.utime(changed, (time.time() + 5, time.time() + 5))
+
+    run = airflow_home.dags_test("prt_files", tmp_path)
+
+    assert run.state == "success"
+    assert "reuse: MISS: the inputs changed" in run.task_log("planner")
+    assert "f003.txt: ok changed" in run.output_lines()
+    assert len(run.calls()) == 3  # computed again
+
+
+def test_a_changed_config_value_means_a_fresh_run(airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", [f"ok {i}" for i in range(12)])
+    assert airflow_home.dags_test("prt_files", tmp_path).state == "success"
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"mini_batch_size": 4})
+
+    assert run.state == "success"
+    assert "reuse: MISS: the configuration changed" in run.task_log("planner")
+    assert "mini_batch_size 5 -> 4" in run.task_log("planner")
+    assert len(run.calls()) == 3  # 12 files / 4, computed again
+
+
+def test_a_rule_broken_in_the_dag_file_is_an_import_error_naming_it(
+        airflow_home: AirflowHome, tmp_path: Path):
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "broken_rule.py").write_text(
+        "from airflow.sdk import DAG\n"
+        "from airflow_parallel_run import FileDataset, ParallelRunConfig\n"
+        "from airflow_parallel_run.airflow import ParallelRunOperator\n"
+        "with DAG('prt_broken_rule', schedule=None):\n"
+        "    ParallelRunOperator(task_id='step', inputs=FileDataset.from_files('/in'),\n"
+        "                        parallel_run_config=ParallelRunConfig(entry_script='s.py',\n"
+        "                                                              node_count=0))\n")
+
+    done = airflow_home.airflow("dags", "test", "prt_broken_rule",
+                                AIRFLOW__CORE__DAGS_FOLDER=str(dags))
+
+    assert done.returncode != 0
+    assert "Error loading DAG from broken_rule.py: node_count = 0: must be >= 1" in done.stdout
