@@ -142,6 +142,10 @@ class _ProgressLog:
 
     def __call__(self, node_index: int, record: MiniBatchRecord) -> None:
         self.totals.add(record)
+        self.tick()
+
+    def tick(self) -> None:
+        """Also called by the node every few seconds: a line even while nothing finishes."""
         now = time.monotonic()
         if now - self.logged >= PROGRESS_EVERY:
             self.logged = now
@@ -185,7 +189,7 @@ class ParallelRunNode(_StepTask):
         except ParallelRunError as exc:
             raise _failed(self.step, exc) from None
         progress = _ProgressLog(self.log, shard)
-        node = make_node(job, job_plan, shard.node_index, on_record=progress)
+        node = make_node(job, job_plan, shard.node_index, on_record=progress, on_tick=progress.tick)
         self._node = node
         if self._killed:
             node.abort()
@@ -250,6 +254,8 @@ class ParallelRunReducer(_StepTask):
             result = _adopt(job, step_plan.reused_from, step.output_options())
         else:
             result = reduce(job, job_plan, self._node_results(context, job_plan))
+        self.log.info("job report: %s (one page: open it in a browser)",
+                      job.location.display(logs.JOB_REPORT))
         self.log.info("::group::%s", logs.JOB_RESULT)
         for line in job.location.iter_lines(logs.JOB_RESULT):
             self.log.info("%s", line.rstrip("\n"))

@@ -170,13 +170,14 @@ def plan(job: Job) -> JobPlan:
 
 
 def make_node(job: Job, job_plan: JobPlan, node_index: int,
-              on_record: Callable[[int, MiniBatchRecord], None] | None = None) -> Node:
+              on_record: Callable[[int, MiniBatchRecord], None] | None = None,
+              on_tick: Callable[[], None] | None = None) -> Node:
     spec = NodeSpec(config=job.config, plan=job_plan, entry_script=job.script.path,
                     working_dir=job.script.working_dir, arguments=job.arguments,
                     output=job.location, node_index=node_index,
                     datasets={d.name: d for d in job.inputs}, side_inputs=job.side_inputs,
                     secrets=job.secrets)
-    return Node(spec, job_plan.shard(node_index), on_record)
+    return Node(spec, job_plan.shard(node_index), on_record, on_tick)
 
 
 def reduce(job: Job, job_plan: JobPlan, node_results: Sequence[NodeResult | None]) -> JobResult:

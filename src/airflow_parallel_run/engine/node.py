@@ -116,8 +116,12 @@ Listener = Callable[[int, MiniBatchRecord], None]
 
 
 class Node:
-    def __init__(self, spec: NodeSpec, indices: range, on_record: Listener | None = None) -> None:
+    def __init__(self, spec: NodeSpec, indices: range, on_record: Listener | None = None,
+                 on_tick: Callable[[], None] | None = None) -> None:
+        """``on_record`` hears of every finished mini-batch, ``on_tick`` is called every
+        OVERVIEW_INTERVAL seconds while the node runs (for progress lines)."""
         self.spec = spec
+        self.on_tick = on_tick
         self.config = spec.config
         self.indices = indices
         self.location = spec.output
@@ -663,6 +667,8 @@ class Node:
         self.overview_at = time.monotonic()
         self.shared.publish(self.totals)
         write_overview(self.location, self.spec.plan, self.shared.job_totals(self.totals, fresh=True))
+        if self.on_tick is not None:
+            self.on_tick()
 
     def _publish_logs(self) -> None:
         self.published_at = time.monotonic()
