@@ -118,26 +118,35 @@ def _chunk_rel(chunk: int, plan_dir: str = PLAN_DIR) -> str:
 
 
 class _ChunkWriter:
+    """Streams mini-batch lines into plan chunks of PLAN_CHUNK lines, through a local file:
+    a chunk of big mini-batches is never held in memory."""
+
     def __init__(self, location: OutputLocation, plan_dir: str) -> None:
         self.location = location
         self.plan_dir = plan_dir
-        self.lines: list[str] = []
         self.chunk = 0
+        self.count = 0
+        self.handle: Any = None
         location.makedirs(plan_dir)
 
     def add(self, batch: MiniBatch) -> str:
         line = batch.to_json()
-        self.lines.append(line)
-        if len(self.lines) == PLAN_CHUNK:
+        if self.handle is None:
+            self.tmp = self.location.local_temp(_chunk_rel(self.chunk, self.plan_dir))
+            self.handle = open(self.tmp, "w", encoding="utf-8")
+        self.handle.write(line + "\n")
+        self.count += 1
+        if self.count == PLAN_CHUNK:
             self.flush()
         return line
 
     def flush(self) -> None:
-        if self.lines:
-            data = ("\n".join(self.lines) + "\n").encode()
-            self.location.write_atomic(_chunk_rel(self.chunk, self.plan_dir), data)
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+            self.location.put_file(self.tmp, _chunk_rel(self.chunk, self.plan_dir))
             self.chunk += 1
-            self.lines = []
+            self.count = 0
 
 
 def _hash_tree(hasher: Any, folder: str, skip: str) -> None:
