@@ -613,6 +613,10 @@ class Node:
                                          or now - self._checked_at >= POLL):
             self._checked_failures, self._checked_at = failures, now
             self.stop_reason = exceeded_while_running(self.config, self.shared.job_totals(self.totals))
+            if self.stop_reason:
+                self.location.append_text(logs.MASTER_ROLE, logs.line(
+                    f"threshold check on node {self.spec.node_index}: {self.stop_reason}; "
+                    "no new mini-batch starts, running ones are stopped"))
 
     def _stop_early(self) -> None:
         """No new mini-batch; running ones are killed; idle workers are told to stop."""
