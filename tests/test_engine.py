@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import make_files, output_lines, pid_alive
+from support import make_files, output_lines, pid_alive
 
 from airflow_parallel_run import FileDataset
 from airflow_parallel_run.results import read_record

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import make_files, output_lines, write_script
+from support import make_files, output_lines, write_script
 
 from airflow_parallel_run import ParallelRunConfig, SideInput
 from airflow_parallel_run.errors import ConfigError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 
-from conftest import make_files
+from support import make_files
 
 MIXED = """
 import os, signal, time

@@ -12,7 +12,7 @@ from collections import Counter
 
 import fsspec
 import pytest
-from conftest import CLI
+from support import CLI
 
 from airflow_parallel_run import FileDataset, SideInput
 from airflow_parallel_run.errors import InputError

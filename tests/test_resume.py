@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections import Counter
 
-from conftest import CLI, make_files, output_lines, pid_alive
+from support import CLI, make_files, output_lines, pid_alive
 
 from airflow_parallel_run.results import RESULTS_DIR
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import CLI, output_lines
+from support import CLI, output_lines
 
 from airflow_parallel_run import TabularDataset
 from airflow_parallel_run.errors import ConfigError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_files
+from support import make_files
 
 # 10 mini-batches of 2 files; f0003 is dropped from its result (1 failed item), and the
 # mini-batches starting with f0010 and f0014 raise (2 failed mini-batches, 4 failed items).

@@ -398,7 +398,10 @@ class Node:
         task = self._next_task()
         assert slot.process is not None
         if task is None:
-            slot.process.conn.send(Stop())
+            try:
+                slot.process.conn.send(Stop())
+            except OSError:  # already gone: its exit is seen next
+                pass
             slot.state = STOPPING
             slot.deadline = time.monotonic() + (STOP_GRACE if self._stopping() else SHUTDOWN_GRACE)
             return
@@ -420,9 +423,13 @@ class Node:
             self._try_failed(slot.name, task, f"fetching the input files failed: "
                              f"{type(exc).__name__}: {exc}", pid=None)
             return False
-        slot.process.conn.send(RunMiniBatch(task.batch.index, task.batch.dataset, items,
-                                            task.try_number, task.batch.piece,
-                                            versions=task.batch.piece is None and not task.fetched))
+        try:
+            slot.process.conn.send(RunMiniBatch(
+                task.batch.index, task.batch.dataset, items, task.try_number, task.batch.piece,
+                versions=task.batch.piece is None and not task.fetched))
+        except OSError:  # the worker just died: the task never reached it; its exit is seen next
+            self.retries.appendleft(task)
+            return False
         self._debug(slot.name, f"sent mini_batch={task.batch.index} try={task.try_number} "
                                f"to pid={slot.process.pid}")
         return True

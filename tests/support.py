@@ -1,0 +1,76 @@
+"""Helpers of the engine tests: small real entry scripts, real files, real runs of the engine.
+
+(Not in conftest.py: tests/airflow has a conftest of its own, and `from conftest import`
+would find whichever was imported first.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from airflow_parallel_run import FileDataset, ParallelRunConfig, run_job
+
+CLI = [sys.executable, "-m", "airflow_parallel_run"]
+
+
+def write_script(folder: Path, body: str, name: str = "score.py") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def make_files(folder: Path, count: int, prefix: str = "f") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"{prefix}{i:04d}.txt"
+        path.write_text(f"item {i}\n")
+        paths.append(path)
+    return paths
+
+
+def output_lines(output: Path, name: str = "parallel_run_step.txt") -> list[str]:
+    return (output / name).read_text().splitlines()
+
+
+class Runner:
+    """run_job over a folder of files with a script written into tmp_path."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.scripts = tmp_path / "scripts"
+        self.inputs = tmp_path / "in"
+        self.output = tmp_path / "out"
+        self.marks = tmp_path / "marks"  # where scripts leave evidence of what they did
+        self.marks.mkdir()
+
+    def script(self, body: str) -> Path:
+        return write_script(self.scripts, body.replace("MARKS", repr(str(self.marks))))
+
+    def run(self, script: Path, inputs: list | None = None, arguments: list | None = None,
+            side_inputs: list | None = None, secrets: list | None = None, **config: object):
+        cfg = ParallelRunConfig(entry_script=str(script), **config)
+        datasets = inputs or [FileDataset.from_files(str(self.inputs))]
+        return run_job(cfg, datasets, str(self.output), arguments=arguments,
+                       side_inputs=side_inputs, secrets=secrets or ())
+
+    def marks_named(self, prefix: str) -> list[Path]:
+        return sorted(p for p in self.marks.iterdir() if p.name.startswith(prefix))
+
+
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
