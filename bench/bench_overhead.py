@@ -23,7 +23,7 @@ from __future__ import annotations
 from benchlib import (
     Contender,
     Result,
-    alternate,
+    alternate_timings,
     baseline_command,
     engine_command,
     file_set,
@@ -55,8 +55,9 @@ def main() -> Result:
         Contender("pool, chunks of 1", lambda: pool_out.unlink(missing_ok=True),
                   baseline_command("trivial.py", folder, pool_out, 1, PROCESSES)),
     ]
-    times = alternate(contenders, REPEATS)
-    small, big, pool = (median(times[c.name]) for c in contenders)
+    timings = alternate_timings(contenders, REPEATS)
+    small, big, pool = (median([t.seconds for t in timings[c.name]]) for c in contenders)
+    small_cpu, big_cpu = (median([t.cpu for t in timings[c.name]]) for c in contenders[:2])
     extra_batches = FILES - FILES // BIG
     per_batch_ms = (small - big) / extra_batches * 1000
     over_pool_ms = (small - pool) / FILES * 1000
@@ -64,7 +65,9 @@ def main() -> Result:
              f"({small:.2f} - {big:.2f}) / {extra_batches:,} = {per_batch_ms:.3f} ms per mini-batch\n"
              f"pool, chunks of 1: {pool:.2f} s -> ({small:.2f} - {pool:.2f}) / {FILES:,} = "
              f"{over_pool_ms:.3f} ms per mini-batch over a bare ProcessPoolExecutor "
-             f"(whose own cost is about {pool / FILES * 1000:.3f} ms per task, start-up included)")
+             f"(whose own cost is about {pool / FILES * 1000:.3f} ms per task, start-up included)\n"
+             f"CPU (all processes): {small_cpu:.2f} CPU-s at size 1, {big_cpu:.2f} at size {BIG} "
+             f"-> {(small_cpu - big_cpu) / extra_batches * 1000:.3f} CPU-ms per mini-batch")
     return Result("per-mini-batch overhead (20k files, 2 proc)",
                   f"{small:.2f} s @1", f"{big:.2f} s @{BIG}",
                   f"{per_batch_ms:.3f} ms/mini-batch", f"<= {TARGET_MS:g} ms",

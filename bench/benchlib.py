@@ -160,6 +160,12 @@ RETRY_BUDGET = 60.0  # seconds one comparison may spend measuring again
 
 
 def alternate(contenders: Sequence[Contender], repeats: int) -> dict[str, list[float]]:
+    """Wall-clock seconds of each contender in each round: see :func:`alternate_timings`."""
+    timings = alternate_timings(contenders, repeats)
+    return {name: [t.seconds for t in kept] for name, kept in timings.items()}
+
+
+def alternate_timings(contenders: Sequence[Contender], repeats: int) -> dict[str, list[Timing]]:
     """Time each contender ``repeats`` times, taking turns (A B A B ...), so that drift in
     the machine's speed falls on both sides alike.
 
@@ -167,7 +173,7 @@ def alternate(contenders: Sequence[Contender], repeats: int) -> dict[str, list[f
     ``DISTURBED`` of a core is taken again (up to ``TRIES`` times, within ``RETRY_BUDGET``
     seconds per comparison); the calmest one is kept, and every one is printed.
     """
-    times: dict[str, list[float]] = {c.name: [] for c in contenders}
+    timings: dict[str, list[Timing]] = {c.name: [] for c in contenders}
     retried = 0.0
     kept_disturbed = 0
     for round_number in range(1, repeats + 1):
@@ -185,18 +191,18 @@ def alternate(contenders: Sequence[Contender], repeats: int) -> dict[str, list[f
                 verdict = ("" if timing.disturbance <= DISTURBED
                            else "; disturbed, measuring again" if again
                            else "; disturbed, keeping the calmest")
-                print(f"  round {round_number}: {contender.name:<28} {timing.seconds:8.2f} s   "
-                      f"(other processes meanwhile: {timing.others_cpu:.2f} CPU-s{verdict})",
-                      flush=True)
+                print(f"  round {round_number}: {contender.name:<28} {timing.seconds:8.2f} s, "
+                      f"{timing.cpu:6.2f} CPU-s   (other processes meanwhile: "
+                      f"{timing.others_cpu:.2f} CPU-s{verdict})", flush=True)
                 if not again:
                     break
             assert best is not None
-            times[contender.name].append(best.seconds)
+            timings[contender.name].append(best)
             kept_disturbed += best.disturbance > DISTURBED
     if kept_disturbed:
         print(f"  warning: {kept_disturbed} of {repeats * len(contenders)} measurements kept "
               "were disturbed by other processes; the numbers are less trustworthy", flush=True)
-    return times
+    return timings
 
 
 def median(values: Sequence[float]) -> float:

@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/run_all.py [NAME ...]     e.g. run_all.py tiny_files cpu_scaling
 
-Takes about 3 minutes on a 2-core machine once the inputs exist; creating them the first
-time (1,100,000 small files under /tmp/bench-data) adds about half a minute.
+Takes about a minute and a half on a quiet 2-core machine once the inputs exist; creating
+them the first time (1,125,000 small files under /tmp/bench-data) adds about half a minute.
+On a busy machine disturbed measurements are taken again, which can double that.
 Benchmarks print ratios; a missed target is shown as MISS, it does not fail the run.
 """
 
