@@ -1,41 +1,41 @@
 """airflow-parallel-run: Azure ML's ParallelRunStep for Apache Airflow 3.
 
 The engine (config, inputs, planning, nodes, reducer) imports no Airflow; the Airflow layer
-(``airflow_parallel_run.airflow``) is loaded only when its names are asked for.
+(``airflow_parallel_run.airflow``) is loaded only when its names are asked for. Every public
+name is loaded when first used, so that a worker process or ``parallel-run`` starts fast.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
-
-from .config import ParallelRunConfig
-from .entry_script import EntryScript
-from .errors import ConfigError, EntryScriptError, InputError, ParallelRunError
-from .inputs import FileDataset, SideInput, TabularDataset
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigError",
-    "EntryScript",
-    "EntryScriptError",
-    "FileDataset",
-    "InputError",
-    "ParallelRunConfig",
-    "ParallelRunError",
-    "SideInput",
-    "TabularDataset",
-    "run_job",
-]
+_WHERE = {
+    "ConfigError": ".errors",
+    "EntryScript": ".entry_script",
+    "EntryScriptError": ".errors",
+    "FileDataset": ".inputs.files",
+    "InputError": ".errors",
+    "ParallelRunConfig": ".config",
+    "ParallelRunError": ".errors",
+    "SideInput": ".inputs.side_inputs",
+    "TabularDataset": ".inputs.tabular",
+    "run_job": ".engine.job",
+    "ParallelRunOperator": ".airflow",  # imports Airflow, so only when asked for
+}
+
+__all__ = sorted(set(_WHERE) - {"ParallelRunOperator"})
 
 
 def __getattr__(name: str) -> Any:
-    if name == "run_job":
-        from .engine.job import run_job
+    if name not in _WHERE:
+        raise AttributeError(f"module 'airflow_parallel_run' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value
 
-        return run_job
-    if name == "ParallelRunOperator":  # imports Airflow, so only when asked for
-        from .airflow import ParallelRunOperator
 
-        return ParallelRunOperator
-    raise AttributeError(f"module 'airflow_parallel_run' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_WHERE))

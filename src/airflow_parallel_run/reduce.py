@@ -19,7 +19,6 @@ from . import logs
 from .config import ParallelRunConfig
 from .plan import JobPlan, iter_plan
 from .progress import write_overview
-from .report import ErrorGroup, group_errors, write_job_report
 from .results import read_record
 from .storage import OutputLocation
 from .thresholds import Totals, final_verdict
@@ -123,6 +122,7 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
 
 def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobResult) -> None:
     """error.txt, processed_mini_batches.csv, job_result.txt, the report, the last overview."""
+    from .report import write_job_report  # the report's code only where a job ends
     events = gather_errors(location)
     groups = write_error_summary(location, events)
     write_processed_mini_batches(location)
@@ -134,7 +134,7 @@ def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobRes
                    errors=[pointer] if pointer else None)
 
 
-def _error_pointer(events: list[str], groups: list[ErrorGroup]) -> str | None:
+def _error_pointer(events: list[str], groups: list[Any]) -> str | None:
     if not events:
         return None
     return (f"{len(events)} errors in {len(groups)} groups; most frequent: "
@@ -190,8 +190,10 @@ def _first_item(location: OutputLocation, where: str) -> str | None:
     return batch.items[0] if batch is not None and batch.items else None
 
 
-def write_error_summary(location: OutputLocation, events: list[str]) -> list[ErrorGroup]:
+def write_error_summary(location: OutputLocation, events: list[str]) -> list[Any]:
     """logs/user/error.txt: identical errors grouped, then every error oldest first."""
+    from .report import group_errors
+
     groups = group_errors(events)
     if not events:
         location.write_atomic(logs.USER_ERROR_SUMMARY, b"no errors\n")

@@ -24,8 +24,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,6 +186,8 @@ class LocalLocation(OutputLocation):
     def remove(self, rel: str) -> None:
         target = self.path(rel)
         if target.is_dir():
+            import shutil
+
             shutil.rmtree(target, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
@@ -220,6 +220,8 @@ class LocalLocation(OutputLocation):
         try:
             os.replace(local, target)
         except OSError:  # another file system: copy aside, then rename
+            import shutil
+
             tmp = self.local_temp(rel)
             shutil.copyfile(local, tmp)
             os.replace(tmp, target)
@@ -306,6 +308,8 @@ class RemoteLocation(OutputLocation):
         self.write_atomic(rel, old + text.encode("utf-8", "backslashreplace"))
 
     def local_temp(self, rel: str) -> str:
+        import tempfile
+
         fd, path = tempfile.mkstemp(prefix="parallel-run-", suffix="-" + rel.rsplit("/", 1)[-1])
         os.close(fd)
         return path

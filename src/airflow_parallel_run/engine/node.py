@@ -31,7 +31,6 @@ from .. import logs
 from ..config import ParallelRunConfig
 from ..inputs import SideInput
 from ..masking import Masker
-from ..monitor import ResourceMonitor
 from ..plan import JobPlan, MiniBatch, iter_plan
 from ..progress import OVERVIEW_INTERVAL, write_overview
 from ..results import FAILED, OK, MiniBatchRecord, read_records, record_rel, write_record
@@ -149,7 +148,7 @@ class Node:
         self.published_at = 0.0
         self.overview_at = 0.0
         self.masker = Masker(spec.secrets)
-        self.monitor: ResourceMonitor | None = None
+        self.monitor: Any = None  # a monitor.ResourceMonitor once the node has work
         self._log_fds: dict[str, int] = {}
         self._checked_failures = (0, 0)
         self._checked_at = 0.0
@@ -248,6 +247,8 @@ class Node:
         self.spec_path = os.path.join(self.cache_dir, "worker_spec.json")
         with open(self.spec_path, "w", encoding="utf-8") as handle:
             handle.write(worker_spec.to_json())
+        from ..monitor import ResourceMonitor
+
         self.monitor = ResourceMonitor(
             self.work, spec.ip, float(self.config.resource_monitor_interval),
             lambda: {s.name: p.pid for s in self.slots if (p := s.process) is not None},

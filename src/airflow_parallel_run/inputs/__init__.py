@@ -1,7 +1,19 @@
-"""Inputs: datasets are descriptions (paths, later byte ranges); only workers read their data."""
+"""Inputs: datasets are descriptions (paths, byte ranges); only workers read their data."""
 
-from .files import FileDataset, InputItem
-from .side_inputs import SideInput
-from .tabular import TablePiece, TabularDataset
+from __future__ import annotations
 
-__all__ = ["FileDataset", "InputItem", "SideInput", "TablePiece", "TabularDataset"]
+import importlib
+from typing import Any
+
+_WHERE = {"FileDataset": ".files", "InputItem": ".files", "SideInput": ".side_inputs",
+          "TablePiece": ".tabular", "TabularDataset": ".tabular"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:  # tabular (and what it needs) only when asked for
+    if name not in _WHERE:
+        raise AttributeError(f"module 'airflow_parallel_run.inputs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value
