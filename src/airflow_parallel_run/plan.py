@@ -208,22 +208,23 @@ def _hash_item(hasher: Any, item: Any) -> None:
 
 def _file_batches(dataset: Any, size: int, hasher: Any,
                   stats: bool) -> Iterator[tuple[list[str], None]]:
-    """Mini-batches of paths; sizes and times go into the fingerprint a batch at a time."""
+    """Mini-batches of paths; sizes and times (when listed) go into the fingerprint."""
     batch: list[str] = []
-    versions: list[Any] = []
-    for path, file_size, mtime in dataset.iter_items(stats=stats):
-        batch.append(path)
-        if file_size >= 0:  # not known when local files are listed without stats
-            versions.append(file_size)
-            versions.append(mtime)
-        if len(batch) == size:
-            if versions:
-                hasher.update(repr(versions).encode())
-            yield batch, None
-            batch, versions = [], []
+    for chunk in dataset.iter_chunks(stats=stats):
+        if chunk and isinstance(chunk[0], str):  # listed without stats: paths only
+            paths = chunk
+        else:
+            hasher.update(repr([(item.size, item.mtime) for item in chunk]).encode())
+            paths = [item.path for item in chunk]
+        start = 0
+        while start < len(paths):
+            take = paths[start:start + size - len(batch)]
+            batch += take
+            start += len(take)
+            if len(batch) == size:
+                yield batch, None
+                batch = []
     if batch:
-        if versions:
-            hasher.update(repr(versions).encode())
         yield batch, None
 
 

@@ -6,6 +6,7 @@ planning a million files never holds more than one directory's names at once.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import glob
 import os
@@ -34,7 +35,9 @@ def _has_magic(path: str) -> bool:
     return any(ch in path for ch in _MAGIC)
 
 
-def _walk_sorted(folder: str, stats: bool = True) -> Iterator[InputItem]:
+def _walk_sorted(folder: str, stats: bool = True) -> Iterator[list[InputItem]]:
+    """The files under ``folder`` in sorted path order, in chunks (one per run of files
+    between sub-folders): a chunk per item would cost more than the listing itself."""
     files: list[str] = []
     dirs: list[str] = []
     with os.scandir(folder) as entries:
@@ -43,31 +46,43 @@ def _walk_sorted(folder: str, stats: bool = True) -> Iterator[InputItem]:
     files.sort()
     dirs.sort()
     prefix = os.path.join(folder, "")
-    stat = os.stat
-    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    start = 0
+    for sub in dirs:  # interleave files and sub-folders as their sorted names come
+        end = bisect.bisect_left(files, sub, start)
+        if end > start:
+            yield _items(prefix, files[start:end], stats)
+        start = end
+        yield from _walk_sorted(prefix + sub, stats)
+    if start < len(files):
+        yield _items(prefix, files[start:] if start else files, stats)
+
+
+def _items(prefix: str, names: list[str], stats: bool) -> list[Any]:
+    """InputItems; with ``stats=False`` only the paths (the planner's fast path)."""
+    if not stats:
+        return [prefix + name for name in names]
+    items = []
+    folder_fd = os.open(prefix, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        # Interleave files and sub-folders so the order is that of the sorted names.
-        di = 0
-        for name in files:
-            while di < len(dirs) and dirs[di] < name:
-                yield from _walk_sorted(prefix + dirs[di], stats)
-                di += 1
-            if not stats:
-                yield InputItem(prefix + name, -1, 0.0)
-                continue
+        for name in names:
             try:
-                st = stat(name, dir_fd=folder_fd)
+                st = os.stat(name, dir_fd=folder_fd)
             except FileNotFoundError:  # removed while we listed: not an input any more
                 continue
-            yield InputItem(prefix + name, st.st_size, st.st_mtime)
+            items.append(InputItem(prefix + name, st.st_size, st.st_mtime))
     finally:
         os.close(folder_fd)
-    del files
-    for name in dirs[di:]:
-        yield from _walk_sorted(prefix + name, stats)
+    return items
 
 
-def _list_local(spec: str, stats: bool = True) -> Iterator[InputItem]:
+def _one(path: str, stats: bool = True) -> list[Any]:
+    if not stats:
+        return [path]
+    st = os.stat(path)
+    return [InputItem(path, st.st_size, st.st_mtime)]
+
+
+def _list_local(spec: str, stats: bool = True) -> Iterator[list[InputItem]]:
     path = spec[len("file://"):] if spec.startswith("file://") else spec
     path = os.path.abspath(os.path.expanduser(path))
     if _has_magic(path):
@@ -78,13 +93,11 @@ def _list_local(spec: str, stats: bool = True) -> Iterator[InputItem]:
             if os.path.isdir(match):
                 yield from _walk_sorted(match, stats)
             else:
-                st = os.stat(match)
-                yield InputItem(match, st.st_size, st.st_mtime)
+                yield _one(match, stats)
     elif os.path.isdir(path):
         yield from _walk_sorted(path, stats)
     elif os.path.isfile(path):
-        st = os.stat(path)
-        yield InputItem(path, st.st_size, st.st_mtime)
+        yield _one(path, stats)
     else:
         raise InputError(f"input {spec!r}: no such file or folder")
 
@@ -172,9 +185,22 @@ class FileDataset:
         ``stats=False`` skips each local file's stat (size -1, time 0): listing a folder of
         small files is then several times faster. Remote listings carry sizes and etags anyway.
         """
+        for chunk in self.iter_chunks(stats):
+            if stats:
+                yield from chunk
+            else:
+                yield from (item if isinstance(item, InputItem) else InputItem(item, -1, 0.0)
+                            for item in chunk)
+
+    def iter_chunks(self, stats: bool = True) -> Iterator[list[Any]]:
+        """The same files as :meth:`iter_items`, a list at a time (cheaper per file).
+
+        With ``stats=False`` a local file is just its path (a str); remote ones stay
+        InputItems, as their listing has sizes and etags anyway.
+        """
         for spec in self.paths:
             if is_remote(spec):
-                yield from _list_remote(spec, self.storage_options)
+                yield list(_list_remote(spec, self.storage_options))
             else:
                 yield from _list_local(spec, stats)
 
