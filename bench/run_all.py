@@ -14,6 +14,7 @@ import sys
 import time
 
 import bench_cpu_scaling
+import bench_logging_cost
 import bench_overhead
 import bench_plan_memory
 import bench_tiny_files
@@ -24,6 +25,7 @@ BENCHMARKS = {
     "overhead": bench_overhead.main,
     "cpu_scaling": bench_cpu_scaling.main,
     "plan_memory": bench_plan_memory.main,
+    "logging_cost": bench_logging_cost.main,
 }
 
 
