@@ -125,3 +125,63 @@ def test_the_resource_monitor_samples_workers_and_is_off_at_zero(runner):
     assert runner.run(script, mini_batch_size=3, resource_monitor_interval=0).success
     assert not (runner.output / "logs/perf").exists()
     assert (runner.output / "logs/job_report.html").exists()
+
+
+def test_the_overview_is_rewritten_while_the_job_runs(runner, monkeypatch):
+    import threading
+    import time
+
+    from airflow_parallel_run.engine import node
+
+    monkeypatch.setattr(node, "OVERVIEW_INTERVAL", 0.3)
+    make_files(runner.inputs, 8)
+    script = runner.script("import time\ndef run(mb):\n    time.sleep(0.4)\n    return mb\n")
+    seen: list[str] = []
+
+    def watch() -> None:
+        overview = runner.output / "logs/job_progress_overview.txt"
+        for _ in range(60):
+            if overview.exists():
+                seen.append(overview.read_text())
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    result = runner.run(script, mini_batch_size=1)
+    watcher.join()
+    running = [text for text in seen if "status: RUNNING" in text]
+    assert result.success and len({text for text in running}) >= 3
+    assert any("estimated time left" in text and "8 scheduled" in text for text in running)
+    assert "status: SUCCESS" in (runner.output / "logs/job_progress_overview.txt").read_text()
+
+
+def test_debug_level_adds_worker_and_dispatch_lines_to_the_node_logs(runner):
+    make_files(runner.inputs, 4)
+    script = runner.script("def run(mb):\n    return mb\n")
+    runner.run(script, mini_batch_size=2, logging_level="DEBUG")
+    debug = (runner.output / "logs/sys/node").rglob("process000.txt")
+    text = "".join(p.read_text() for p in debug)
+    assert "DEBUG started worker pid=" in text and "DEBUG sent mini_batch=1 try=1" in text
+    runner.output = runner.tmp / "out-info"
+    runner.run(script, mini_batch_size=2, logging_level="INFO")
+    text = "".join(p.read_text() for p in (runner.output / "logs/sys/node").rglob("*.txt"))
+    assert "DEBUG" not in text and "mini_batch=1" in text
+
+
+def test_the_command_line_prints_progress_lines_when_not_on_a_terminal(runner):
+    import os
+    import subprocess
+
+    from support import CLI
+
+    make_files(runner.inputs, 6)
+    script = runner.script("import time\ndef run(mb):\n    time.sleep(0.3)\n    return mb\n")
+    done = subprocess.run(CLI + [str(script), "--input", str(runner.inputs), "--output",
+                                 str(runner.output), "--mini-batch-size", "1"],
+                          env={**os.environ, "PARALLEL_RUN_PROGRESS_SECONDS": "0.4"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("progress: ")]
+    assert len(lines) >= 3
+    assert "mini-batches/s" in lines[-1] and "ETA" in lines[-1] and "/6 mini-batches" in lines[-1]
+    assert "6 items succeeded, 0 failed" in done.stdout

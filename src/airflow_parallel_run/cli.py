@@ -6,6 +6,7 @@ Exit status: 0 the job succeeded; 1 it ran and failed; 2 bad usage or configurat
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -106,7 +107,8 @@ class ProgressDisplay:
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self.interval = 1.0 if self.tty else 10.0
+        self.interval = float(os.environ.get("PARALLEL_RUN_PROGRESS_SECONDS")
+                              or (1.0 if self.tty else 10.0))
         self.progress: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
