@@ -8,8 +8,7 @@ killed and started again runs exactly the mini-batches without a record (or with
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from .storage import PLAN_CHUNK, STATE_DIR, OutputLocation
 
@@ -50,9 +49,6 @@ class MiniBatchRecord:
     @property
     def failed_mini_batch(self) -> bool:
         return self.status == FAILED
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def record_rel(index: int) -> str:
