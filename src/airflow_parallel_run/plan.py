@@ -276,7 +276,7 @@ def adopt_plan(location: OutputLocation, summary: PlanSummary) -> bool:
     new_dir = f"{STATE_DIR}/plan.new-{os.getpid()}"
     previous = location.read_json(JOB_FILE)
     resumes = previous is not None and previous.get("fingerprint") == summary.fingerprint
-    if not resumes:
+    if previous is not None and not resumes:
         for rel in (STATE_DIR + "/results", STATE_DIR + "/counts", "logs"):
             location.remove(rel)
     location.remove(PLAN_DIR)

@@ -7,6 +7,7 @@ tasks (planner, mapped nodes, reducer).
 from __future__ import annotations
 
 import ast
+import glob
 import os
 import threading
 import time
@@ -19,10 +20,10 @@ from .. import logs
 from ..config import ParallelRunConfig, check_arguments, parse_size
 from ..errors import ConfigError, EntryScriptError
 from ..inputs import SideInput
-from ..plan import JobPlan, adopt_plan, plan_job, script_fingerprint
+from ..plan import JOB_FILE, JobPlan, adopt_plan, plan_job, script_fingerprint
 from ..reduce import JobResult, reduce_job
 from ..results import MiniBatchRecord
-from ..storage import open_location
+from ..storage import STATE_DIR, local_path, open_location
 from ..thresholds import Totals, clear_counts
 from .node import Node, NodeResult, NodeSpec
 
@@ -169,7 +170,7 @@ def plan(job: Job) -> JobPlan:
                    summary.fingerprint, resumed, started)
 
 
-def make_node(job: Job, job_plan: JobPlan, node_index: int,
+def make_node(job: Job, job_plan: JobPlan | None, node_index: int,
               on_record: Callable[[int, MiniBatchRecord], None] | None = None,
               on_tick: Callable[[], None] | None = None) -> Node:
     spec = NodeSpec(config=job.config, plan=job_plan, entry_script=job.script.path,
@@ -177,7 +178,8 @@ def make_node(job: Job, job_plan: JobPlan, node_index: int,
                     output=job.location, node_index=node_index,
                     datasets={d.name: d for d in job.inputs}, side_inputs=job.side_inputs,
                     secrets=job.secrets)
-    return Node(spec, job_plan.shard(node_index), on_record, on_tick)
+    indices = job_plan.shard(node_index) if job_plan is not None else range(0)
+    return Node(spec, indices, on_record, on_tick)
 
 
 def reduce(job: Job, job_plan: JobPlan, node_results: Sequence[NodeResult | None]) -> JobResult:
@@ -191,6 +193,28 @@ def reduce(job: Job, job_plan: JobPlan, node_results: Sequence[NodeResult | None
     if job_plan.mini_batch_count == 0:
         result.notes.append("the input is empty: nothing to do")
     return result
+
+
+def _can_start_early(job: Job) -> bool:
+    """Workers may start before planning ends for local files into a fresh local output,
+    once each input is known to exist (so a refused job runs no script code)."""
+    if job.location.is_remote or job.location.read_json(JOB_FILE) is not None:
+        return False
+    for dataset in job.inputs:
+        if dataset.kind != "files" or dataset.remote:
+            return False
+        for spec in dataset.paths:
+            path = os.path.expanduser(local_path(spec))
+            if not (os.path.exists(path) or next(glob.iglob(path, recursive=True), None)):
+                return False
+    return True
+
+
+def _discard(nodes: Sequence[Node]) -> None:
+    """Nodes started early for a job that will not run: their workers are stopped."""
+    for node in nodes:
+        node.abort()
+        node.run()
 
 
 class Progress:
@@ -226,13 +250,31 @@ def run_job(
     """
     job = Job(config, inputs, output, arguments, side_inputs, output_storage_options, secrets,
               stat_inputs)
-    job_plan = plan(job)
+    job.location.makedirs()  # a clear error (an output that is a file) before anything starts
+    early: list[Node] = []
+    if _can_start_early(job):
+        # A fresh local output: the workers start (and import, and init()) while we plan.
+        early = [make_node(job, None, i) for i in range(int(job.config.node_count))]
+        for node in early:
+            node.start_early()
+    try:
+        job_plan = plan(job)
+    except BaseException:
+        if early:  # the output held no job: leave it as it was
+            _discard(early)
+            job.location.remove("logs")
+            job.location.remove(STATE_DIR)
+        raise
     progress = Progress(job_plan)
     if on_plan is not None:
         on_plan(job_plan, progress)
     if job_plan.mini_batch_count == 0:
+        _discard(early)
         return reduce(job, job_plan, [])
-    nodes = [make_node(job, job_plan, i, progress) for i in range(job_plan.node_count)]
+    nodes = early or [make_node(job, job_plan, i) for i in range(job_plan.node_count)]
+    for i, node in enumerate(nodes):
+        node.assign(job_plan, job_plan.shard(i) if i < job_plan.node_count else range(0),
+                    progress)
     results: list[NodeResult | None] = [None] * len(nodes)
 
     def run_node(i: int) -> None:

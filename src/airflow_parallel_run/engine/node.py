@@ -141,6 +141,7 @@ class Node:
         ]
         self.cache_dir = ""
         self.spec_path = ""
+        self.started_early = False
         # Workers write to local disk only: the output folder itself, or for a remote output a
         # staging folder whose records and logs this node uploads.
         self.work: LocalLocation | None = (
@@ -163,6 +164,21 @@ class Node:
             os.write(self._wake_w, b"x")
         except OSError:
             pass
+
+    def start_early(self) -> None:
+        """Start the workers (and their init()) while the plan is still being made; a later
+        :meth:`assign` gives the node its share. Only for a local output that holds no job
+        yet: planning then clears nothing the workers have opened."""
+        self._prepare()
+        for slot in self.slots:
+            self._spawn(slot)
+        self.started_early = True
+
+    def assign(self, job_plan: JobPlan, indices: range, on_record: Listener | None) -> None:
+        """The share of a node made (and maybe started) before the plan was ready."""
+        self.spec.plan = job_plan
+        self.indices = indices
+        self.on_record = on_record
 
     def run(self) -> NodeResult:
         try:
@@ -194,12 +210,13 @@ class Node:
             self.totals.add(record)
         self.shared.publish(self.totals)
         todo = len(self.indices) - len(done)
-        if todo:
+        if todo or self.started_early:
             self.plan_iter = (b for b in iter_plan(self.location, self.indices) if b.index not in done)
-            self._prepare()
-            for slot in self.slots[: min(self.ppn, todo)]:
-                self._spawn(slot)
-            self._loop()
+            if not self.started_early:
+                self._prepare()
+                for slot in self.slots[: min(self.ppn, todo)]:
+                    self._spawn(slot)
+            self._loop()  # workers started early with nothing to do get Stop here
         self.shared.publish(self.totals)
         return NodeResult(self.spec.node_index, self.totals, self.stop_reason, self.aborted)
 
@@ -677,6 +694,8 @@ class Node:
     def _write_overview(self) -> None:
         """Share this node's counts, and rewrite the job's overview from everyone's."""
         self.overview_at = time.monotonic()
+        if self.spec.plan is None:  # started early, and the job did not come to run
+            return
         self.shared.publish(self.totals)
         write_overview(self.location, self.spec.plan, self.shared.job_totals(self.totals, fresh=True))
         if self.on_tick is not None:
