@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import logs
 from ..config import ParallelRunConfig
-from ..engine.job import Job, JobPlan, _fingerprint_arguments
+from ..engine.job import Job, JobPlan, fingerprint_arguments
 from ..plan import script_fingerprint
 from ..storage import open_location
 
@@ -42,7 +42,7 @@ class ReuseFacts:
     def of(cls, job: Job) -> ReuseFacts:
         config = job.config
         source = config.source_directory and job.script.working_dir
-        return cls(config.to_dict(), _fingerprint_arguments(job.arguments),
+        return cls(config.to_dict(), fingerprint_arguments(job.arguments),
                    script_fingerprint(ParallelRunConfig(entry_script=config.entry_script),
                                       job.script.path, source, [], job.location.display()))
 

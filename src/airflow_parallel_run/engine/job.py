@@ -85,7 +85,8 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _fingerprint_arguments(arguments: Sequence[Any]) -> list[str]:
+def fingerprint_arguments(arguments: Sequence[Any]) -> list[str]:
+    """Arguments as they count for resume and reuse: a SideInput by its path, not its copy."""
     return [f"SideInput({a.path!r})" if isinstance(a, SideInput) else str(a) for a in arguments]
 
 
@@ -154,7 +155,7 @@ def plan(job: Job) -> JobPlan:
     location.makedirs()
     base = script_fingerprint(config, job.script.path,
                               config.source_directory and job.script.working_dir,
-                              _fingerprint_arguments(job.arguments), location.display())
+                              fingerprint_arguments(job.arguments), location.display())
     summary = plan_job(job.inputs, config, location, base,
                        note=lambda text: location.append_text(logs.MASTER_ROLE, logs.line(text)),
                        stats=job.stat_inputs)
