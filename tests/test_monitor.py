@@ -148,6 +148,21 @@ def test_processes_that_raises_costs_only_the_worker_rows(tmp_path):
     assert process_rows == [list(PROCESS_COLUMNS)]
 
 
+def test_a_command_line_with_line_breaks_stays_on_its_own_row(tmp_path):
+    # bash -c 'multi-line script' and python -c '...' with newlines are common on CI machines
+    process = subprocess.Popen([sys.executable, "-c", "import time\ntime.sleep(30)\t# end"])
+    try:
+        monitor_for(LocalLocation(str(tmp_path)), lambda: {"process000": process.pid}, seconds=0.3)
+    finally:
+        process.kill()
+        process.wait()
+
+    table = next(perf(tmp_path, "os").glob("*/processes_*")).read_text().splitlines()
+    assert all(row.split() for row in table), "a blank row in the process table"
+    row = next(t for t in table if t.split()[0] == str(process.pid))
+    assert row.endswith("-c import time\\ntime.sleep(30)\\t# end")
+
+
 def test_command_lines_in_the_snapshot_pass_through_redact(tmp_path, child):
     monitor = ResourceMonitor(LocalLocation(str(tmp_path)), IP, INTERVAL,
                               lambda: {"process000": child.pid},

@@ -232,12 +232,22 @@ def process_table(redact: Callable[[str], str] | None = None) -> str:
         command = " ".join(info["cmdline"] or []) or f"[{info['name'] or '?'}]"
         if redact is not None:
             command = redact(command)
+        command = _one_line(command)
         rss = f"{info['memory_info'].rss / MB:.1f}" if info["memory_info"] else "?"
         cpu = f"{info['cpu_percent']:.1f}" if info["cpu_percent"] is not None else "?"
         lines.append(f"{info['pid']:>8} {info['ppid'] if info['ppid'] is not None else '?':>8} "
                      f"{(info['username'] or '?')[:12]:<12} {cpu:>6} {rss:>9} "
                      f"{info['status'] or '?':<10} {command[:COMMAND_WIDTH]}")
     return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    """A command line as one line: ``bash -c $'a\\nb'`` must not break the table's rows."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in range(32)} | {
+    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
 
 
 def _create_with_header(target: Path, header: str) -> None:
