@@ -197,12 +197,15 @@ def reduce(job: Job, job_plan: JobPlan, node_results: Sequence[NodeResult | None
 
 
 def _can_start_early(job: Job) -> bool:
-    """Workers may start before planning ends for local files into a fresh local output,
-    once each input is known to exist (so a refused job runs no script code)."""
+    """Workers may start before planning ends for local inputs into a fresh local output,
+    once each input is known to exist (so a refused job runs no script code). Not with
+    partition keys: their planning reads the key columns and may refuse them."""
     if job.location.is_remote or job.location.read_json(JOB_FILE) is not None:
         return False
+    if job.config.partition_keys:
+        return False
     for dataset in job.inputs:
-        if dataset.kind != "files" or dataset.remote:
+        if dataset.remote:
             return False
         for spec in dataset.paths:
             path = os.path.expanduser(local_path(spec))

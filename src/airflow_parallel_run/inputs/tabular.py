@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -500,16 +501,17 @@ def _read_csv(piece: TablePiece, handle: _Tracked, options: dict[str, Any],
     encoding = options.get("encoding", "utf-8")
     quote = options.get("quotechar")
     head = _line_from(handle) if header and piece.start > 0 else b""
-    data, offset = _owned_bytes(handle, piece)
-    if piece.whole and not data.strip():
+    span, offset = _owned_span(handle, piece, head)
+    if piece.whole and not span.bytes().strip():
         raise TableReadError(piece.path, piece.where, "the file is empty: no header, no rows")
-    if not data and not head:
+    if not span and not head:
         return pa.table({})
     if not piece.whole and quote:
-        _check_quotes(piece, data, quote.encode(encoding))
+        _check_quotes(piece, span, quote.encode(encoding))
+    source = pa.py_buffer(span.with_head())  # the header, then the rows, in place
     try:
         table = pacsv.read_csv(
-            io.BytesIO(head + data),
+            pa.BufferReader(source),
             read_options=pacsv.ReadOptions(encoding=encoding, autogenerate_column_names=not header),
             parse_options=pacsv.ParseOptions(
                 delimiter=options.get("separator", ","), quote_char=quote or False,
@@ -520,16 +522,21 @@ def _read_csv(piece: TablePiece, handle: _Tracked, options: dict[str, Any],
         )
     except UnicodeDecodeError:  # pyarrow decodes other encodings with Python's codecs
         raise TableReadError(piece.path, piece.where,
-                             _undecodable(head + data, encoding, offset - len(head))) from None
+                             _undecodable(bytes(span.with_head()), encoding, offset - len(head))
+                             ) from None
     except pa.ArrowInvalid:
-        if not piece.whole and quote and _has_quoted_line_break(data, quote.encode(encoding)):
+        if not piece.whole and quote and _has_quoted_line_break(span.bytes(),
+                                                                quote.encode(encoding)):
             raise TableReadError(piece.path, piece.where, _CUT_IN_QUOTES) from None
         raise
+    finally:
+        del source
     # Bytes that are not UTF-8 make pyarrow give up on text and return bytes instead.
     for name, kind in zip(table.column_names, table.schema.types, strict=True):
         if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
             raise TableReadError(piece.path, piece.where,
-                                 _undecodable(head + data, encoding, offset - len(head), name))
+                                 _undecodable(bytes(span.with_head()), encoding, offset - len(head),
+                                              name))
     if piece.whole and table.num_rows == 0:
         raise TableReadError(piece.path, piece.where,
                              "the file has a header but no rows" if header else "no rows")
@@ -542,22 +549,24 @@ def _read_jsonl(piece: TablePiece, handle: _Tracked, options: dict[str, Any],
     import pyarrow.json as pajson
 
     encoding = options.get("encoding", "utf-8")
-    data, offset = _owned_bytes(handle, piece)
-    if not data.strip():
-        if piece.whole:
-            raise TableReadError(piece.path, piece.where, "the file is empty: no rows")
-        return pa.table({})
+    span, offset = _owned_span(handle, piece)
     # pyarrow reads only UTF-8 and does not check it: decode here, to check or to transcode.
     try:
-        text = data.decode(encoding)
+        text = str(span.view(), encoding)
     except UnicodeDecodeError as exc:
         raise TableReadError(piece.path, piece.where,
                              f"bytes that do not decode as {encoding} at byte {offset + exc.start}"
                              ) from None
-    if encoding != "utf-8":
-        data = text.encode("utf-8")
+    if not text.strip():
+        if piece.whole:
+            raise TableReadError(piece.path, piece.where, "the file is empty: no rows")
+        return pa.table({})
+    source = pa.py_buffer(span.view() if encoding == "utf-8" else text.encode("utf-8"))
     del text
-    table = pajson.read_json(io.BytesIO(data))
+    try:
+        table = pajson.read_json(pa.BufferReader(source))
+    finally:
+        del source
     if columns is None:
         return table
     # A JSON record may leave a field out: a key missing from every record is all nulls.
@@ -702,6 +711,13 @@ class _Tracked:
             self.failed = True
             raise
 
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._raw.readinto(buffer)
+        except Exception:
+            self.failed = True
+            raise
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
 
@@ -756,37 +772,109 @@ def _decompress(data: bytes, compression: str) -> bytes:
         raise ValueError(f"cannot decompress the file ({compression}): {_message(exc)}") from None
 
 
-def _owned_bytes(handle: _Tracked, piece: TablePiece) -> tuple[bytes, int]:
+class _Span:
+    """``buf[start:stop]`` without copying it: the rows a piece owns (see :func:`_owned_span`),
+    with ``head`` bytes (a CSV header) right before them."""
+
+    __slots__ = ("buf", "start", "stop", "head")
+
+    def __init__(self, buf: bytes | bytearray, start: int = 0, stop: int | None = None,
+                 head: int = 0) -> None:
+        self.buf, self.start, self.head = buf, start, head
+        self.stop = len(buf) if stop is None else stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def find(self, sub: bytes) -> int:
+        found = self.buf.find(sub, self.start, self.stop)
+        return found if found < 0 else found - self.start
+
+    def count(self, sub: bytes) -> int:
+        return self.buf.count(sub, self.start, self.stop)
+
+    def view(self) -> memoryview:
+        return memoryview(self.buf)[self.start:self.stop]
+
+    def with_head(self) -> memoryview:
+        return memoryview(self.buf)[self.start - self.head:self.stop]
+
+    def bytes(self) -> bytes:
+        return bytes(self.view())
+
+
+_buffers = threading.local()
+
+
+def _read_into(handle: _Tracked, size: int, at: int) -> tuple[bytearray, int]:
+    """Up to ``size`` bytes from the handle into this thread's reused buffer from offset ``at``;
+    the buffer and how many bytes came.
+
+    A fresh 10 MB ``bytes`` per piece costs page faults and copies that show in a job's time;
+    the buffer is reused instead, so what it holds is valid until the next call in the thread.
+    """
+    buf = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < at + size:
+        buf = _buffers.buf = bytearray(at + size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = handle.readinto(view[at + got:at + size])
+        if not n:
+            break
+        got += n
+    return buf, got
+
+
+def _owned_span(handle: _Tracked, piece: TablePiece, head: bytes = b"") -> tuple[_Span, int]:
     """The bytes of the rows that start in the piece's range, and the file offset they start at.
 
     A row starts at byte 0 or right after a line break. The bytes run from the first row that
     starts at or after ``start`` to the line break that ends the row holding byte ``end - 1``.
+    ``head`` is placed right before them (:meth:`_Span.with_head`). A split piece's span lives
+    in a reused buffer: valid until the next read in this thread.
     """
+    base = len(head)
     if piece.whole:
         compression = _compression(piece.path)
         data = handle.read()
-        return (data, 0) if compression is None else (_decompress(data, compression), 0)
+        if compression is not None:
+            data = _decompress(data, compression)
+        return _Span(head + data if head else data, base, None, base), 0
     begin = max(piece.start - 1, 0)
     handle.seek(begin)
+    buf: bytearray
     if piece.end is None:
-        buf = handle.read()
-        span = len(buf)
+        buf = bytearray(head) + handle.read()
+        span = size = len(buf) - base
     else:
         span = piece.end - begin
-        buf = handle.read(span + _OVERREAD)
+        buf, size = _read_into(handle, span + _OVERREAD, base)
+    # positions in the read are offsets from ``base`` in ``buf``
     first = 0
     if piece.start > 0:
         # Reading from start - 1 tells whether a row starts right at ``start``.
-        newline = buf.find(b"\n", 0, span - 1)
+        newline = buf.find(b"\n", base, base + min(span - 1, size))
         if newline < 0:  # no row starts in the range
-            return b"", piece.start
-        first = newline + 1
-    if len(buf) < span:  # the file ends before the range does
-        return buf[first:], begin + first
-    last = buf.find(b"\n", span - 1)
-    if last >= 0:
-        return buf[first:last + 1], begin + first
-    return buf[first:] + _line_from(handle), begin + first
+            return _Span(head, base, base, base), piece.start
+        first = newline + 1 - base
+    start = base + first
+    if size < span:  # the file ends before the range does
+        stop = base + size
+    else:
+        last = buf.find(b"\n", base + span - 1, base + size)
+        if last < 0:  # the last row goes on past what was read
+            rows = head + bytes(memoryview(buf)[start:base + size]) + _line_from(handle)
+            return _Span(rows, base, None, base), begin + first
+        stop = last + 1
+    buf[start - base:start] = head  # over the partial row before the first whole one
+    return _Span(buf, start, stop, base), begin + first
+
+
+def _owned_bytes(handle: _Tracked, piece: TablePiece) -> tuple[bytes, int]:
+    """:func:`_owned_span` as a copy of its own."""
+    span, offset = _owned_span(handle, piece)
+    return span.bytes(), offset
 
 
 def _line_from(handle: _Tracked | BinaryIO) -> bytes:
@@ -819,7 +907,7 @@ def _has_quoted_line_break(data: bytes, quote: bytes) -> bool:
     return any(b"\n" in part or b"\r" in part for part in inside)
 
 
-def _check_quotes(piece: TablePiece, data: bytes, quote: bytes) -> None:
+def _check_quotes(piece: TablePiece, data: bytes | _Span, quote: bytes) -> None:
     # Every row of a file without quoted line breaks holds an even number of quotes; an odd
     # count means the range starts or ends inside a quoted field (or a stray quote).
     if data.find(quote) >= 0 and data.count(quote) % 2:
