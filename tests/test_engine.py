@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 
+import pytest
 from support import make_files, output_lines, pid_alive
 
 from airflow_parallel_run import FileDataset
@@ -337,3 +340,35 @@ def test_records_are_durable_and_the_output_appears_only_whole(runner):
     assert leftovers == []
     assert json.loads((runner.output / ".parallel_run/job.json").read_text())["mini_batch_count"] == 3
     assert result.output_file == str(runner.output / "parallel_run_step.txt")
+
+
+@pytest.mark.parametrize("into", ["file", "pipe"])
+def test_copy_rest_appends_the_rest_of_a_file_by_the_kernel_or_by_hand(tmp_path, into):
+    # a regular file takes copy_file_range; a pipe refuses it (EINVAL): the copy goes by hand
+    from airflow_parallel_run.storage import copy_rest
+
+    source = tmp_path / "record"
+    source.write_bytes(b'{"head": 1}\n' + b"line\n" * 50_000)
+    with open(source, "rb") as handle:
+        assert handle.readline() == b'{"head": 1}\n'
+        if into == "file":
+            fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+            os.write(fd, b"before\n")
+            copy_rest(handle, fd)
+            os.close(fd)
+            assert (tmp_path / "out").read_bytes() == b"before\n" + b"line\n" * 50_000
+        else:
+            read, write = os.pipe()
+            got: list[bytes] = []
+            reader = threading.Thread(target=lambda: got.extend(iter_pipe(read)))
+            reader.start()
+            copy_rest(handle, write)
+            os.close(write)
+            reader.join()
+            os.close(read)
+            assert b"".join(got) == b"line\n" * 50_000
+
+
+def iter_pipe(fd):
+    while chunk := os.read(fd, 1 << 16):
+        yield chunk

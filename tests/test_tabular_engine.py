@@ -154,3 +154,33 @@ def test_dataframe_results_are_written_as_pandas_to_csv_writes_them(separator):
     for frame in frames:
         expected = frame.to_csv(header=False, index=False, sep=separator, lineterminator="\n")
         assert _dataframe_lines(frame, separator) == expected.encode()
+
+
+THREADS = """
+import os
+import pyarrow
+def run(mini_batch):
+    with open(os.path.join(MARKS, f"threads-{os.getpid()}"), "w") as f:
+        f.write(str(pyarrow.cpu_count()))
+    return mini_batch[["id"]]
+"""
+
+
+@pytest.mark.parametrize("ppn, env, expected", [
+    (2, {}, lambda cores: max(1, cores // 2)),
+    (1, {}, lambda cores: cores),
+    (2, {"OMP_NUM_THREADS": "3"}, lambda cores: 3),  # the user's choice wins
+])
+def test_workers_share_the_cores_among_their_arrow_threads(runner, monkeypatch, ppn, env,
+                                                          expected):
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    write_csvs(runner.inputs, files=4, rows=50)
+    result = runner.run(runner.script(THREADS),
+                        inputs=[TabularDataset.from_delimited_files(str(runner.inputs))],
+                        mini_batch_size="1MB", process_count_per_node=ppn,
+                        environment_variables=env)
+    assert result.success, result.reason
+    counts = {p.read_text() for p in runner.marks_named("threads-")}
+    assert counts == {str(expected(len(os.sched_getaffinity(0))))}

@@ -19,7 +19,7 @@ from . import logs
 from .config import ParallelRunConfig
 from .plan import JobPlan, iter_plan
 from .progress import write_overview
-from .results import read_record
+from .results import append_payload, read_record
 from .storage import OutputLocation
 from .thresholds import Totals, final_verdict
 
@@ -78,23 +78,23 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     totals = Totals()
     missing = 0
     header_written = False
-    out = open(tmp, "wb") if append else None
+    # a raw descriptor: the records' lines are appended by the kernel (append_payload)
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if append else None
     try:
         for index in range(mini_batch_count):
-            found = read_record(location, index)
-            if found is None:
+            if out is None:
+                found = read_record(location, index)
+                record = None if found is None else found[0]
+            else:
+                record = append_payload(location, index, out, with_header=not header_written)
+            if record is None:
                 missing += 1
                 continue
-            record, payload = found
             totals.add(record)
-            if out is not None:
-                if record.header is not None and not header_written:
-                    out.write(record.header.encode("utf-8") + b"\n")
-                    header_written = True
-                out.write(payload)
+            header_written = header_written or record.header is not None
     finally:
         if out is not None:
-            out.close()
+            os.close(out)
 
     reason = next((r for r in stop_reasons if r), None)
     if reason is None and missing:

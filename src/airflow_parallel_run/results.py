@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .storage import PLAN_CHUNK, STATE_DIR, OutputLocation
+from .storage import PLAN_CHUNK, STATE_DIR, LocalLocation, OutputLocation, copy_rest, write_all
 
 RESULTS_DIR = f"{STATE_DIR}/results"
 OK = "ok"
@@ -62,6 +62,35 @@ def write_record(location: OutputLocation, record: MiniBatchRecord, payload: byt
 def read_record(location: OutputLocation, index: int) -> tuple[MiniBatchRecord, bytes] | None:
     data = location.read_bytes(record_rel(index))
     return None if data is None else MiniBatchRecord.decode(data)
+
+
+def append_payload(location: OutputLocation, index: int, out: int,
+                   with_header: bool = False) -> MiniBatchRecord | None:
+    """The record of mini-batch ``index``, with its output lines appended to the file
+    descriptor ``out`` (after its DataFrame header line when ``with_header``); None when it
+    has no record. A local record's lines are copied by the kernel, not through memory."""
+    if not isinstance(location, LocalLocation):
+        found = read_record(location, index)
+        if found is None:
+            return None
+        record, payload = found
+        _write_header(record, out, with_header)
+        write_all(out, payload)
+        return record
+    try:
+        handle = open(location.path(record_rel(index)), "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    with handle:
+        record = MiniBatchRecord(**json.loads(handle.readline()))
+        _write_header(record, out, with_header)
+        copy_rest(handle, out)
+    return record
+
+
+def _write_header(record: MiniBatchRecord, out: int, wanted: bool) -> None:
+    if wanted and record.header is not None:
+        write_all(out, record.header.encode("utf-8") + b"\n")
 
 
 def read_records(location: OutputLocation, indices: range) -> dict[int, MiniBatchRecord]:

@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import InputError
 
@@ -68,10 +68,29 @@ def open_location(url: str, storage_options: dict[str, Any] | None = None) -> Ou
 _TMP_COUNTER = itertools.count()
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def copy_rest(handle: BinaryIO, out: int) -> None:
+    """Append what is left of the local file ``handle`` (from its position on) to the file
+    descriptor ``out``: by the kernel (copy_file_range) where it can, through memory if not."""
+    offset = handle.tell()
+    src = handle.fileno()
+    size = os.fstat(src).st_size
+    try:
+        while offset < size:
+            copied = os.copy_file_range(src, out, size - offset, offset)
+            if not copied:
+                break
+            offset += copied
+        return
+    except OSError:  # a kernel or file system that cannot: copy the rest by hand
+        handle.seek(offset)
+    while chunk := handle.read(1 << 20):
+        write_all(out, chunk)
 
 
 class OutputLocation:
@@ -165,7 +184,7 @@ class LocalLocation(OutputLocation):
             os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, flags, 0o644)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, target)

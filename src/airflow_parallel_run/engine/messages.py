@@ -89,6 +89,8 @@ class WorkerSpec:
     # name -> {"options": ..., "storage_options": ...} of each tabular input
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)  # masked in every log
+    # pyarrow's thread pool size when reading tables; 0 leaves pyarrow's default
+    arrow_threads: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -178,9 +178,13 @@ class Worker:
         try:
             if spec.tables:  # load the table readers now, not on the first mini-batch
                 import pandas  # noqa: F401
+                import pyarrow
                 import pyarrow.csv  # noqa: F401
 
                 from ..inputs import tabular  # noqa: F401
+
+                if spec.arrow_threads:
+                    pyarrow.set_cpu_count(spec.arrow_threads)
             self.module = load_entry_script(spec.entry_script)
             self.run_fn = getattr(self.module, "run", None)
             if not callable(self.run_fn):
