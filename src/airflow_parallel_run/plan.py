@@ -182,12 +182,14 @@ def script_fingerprint(
 def plan_job(
     inputs: Sequence[Any], config: ParallelRunConfig, location: OutputLocation, base_fingerprint: str,
     note: Callable[[str], None] = lambda text: None, stats: bool = True,
+    on_batch: Callable[[MiniBatch], None] | None = None,
 ) -> PlanSummary:
     """List the inputs once, write the mini-batches into a new plan, and return its summary.
 
     The new plan is written beside the old one and swapped in by :func:`adopt_plan`.
     ``stats=False``: local files' sizes and times stay out of the fingerprint; the workers
     record them instead, and a resumed node checks them (see engine/node.py).
+    ``on_batch`` hears of each mini-batch once it is written (a node may run it at once).
     """
     started = time.monotonic()
     hasher = hashlib.sha256(base_fingerprint.encode())
@@ -196,7 +198,7 @@ def plan_job(
     writer = _ChunkWriter(location, plan_dir)
     try:
         return _plan_into(inputs, config, location, hasher, plan_dir, writer, started, note,
-                          stats)
+                          stats, on_batch)
     except BaseException:
         location.remove(plan_dir)
         raise
@@ -242,7 +244,8 @@ def _table_batches(dataset: Any, config: ParallelRunConfig, hasher: Any,
 
 def _plan_into(inputs: Sequence[Any], config: ParallelRunConfig, location: OutputLocation,
                hasher: Any, plan_dir: str, writer: _ChunkWriter, started: float,
-               note: Callable[[str], None], stats: bool) -> PlanSummary:
+               note: Callable[[str], None], stats: bool,
+               on_batch: Callable[[MiniBatch], None] | None) -> PlanSummary:
     index = 0
     items: int | None = 0
     datasets = []
@@ -256,6 +259,8 @@ def _plan_into(inputs: Sequence[Any], config: ParallelRunConfig, location: Outpu
         for paths, piece in batches:
             batch = MiniBatch(index, dataset.name, paths, piece)
             hasher.update(writer.add(batch).encode("utf-8", "surrogateescape"))
+            if on_batch is not None:
+                on_batch(batch)
             index += 1
             size = batch.known_size
             items = None if items is None or size is None else items + size

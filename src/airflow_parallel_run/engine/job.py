@@ -20,11 +20,12 @@ from .. import logs
 from ..config import ParallelRunConfig, check_arguments, parse_size
 from ..errors import ConfigError, EntryScriptError
 from ..inputs import SideInput
-from ..plan import JOB_FILE, JobPlan, adopt_plan, plan_job, script_fingerprint
+from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
 from ..reduce import JobResult, reduce_job
-from ..results import MiniBatchRecord
+from ..results import RESULTS_DIR, MiniBatchRecord
 from ..storage import STATE_DIR, local_path, open_location
 from ..thresholds import Totals, clear_counts
+from .feed import PlanFeed
 from .node import Node, NodeResult, NodeSpec
 
 
@@ -148,17 +149,23 @@ class Job:
             raise ConfigError(f"inputs: names must differ, got {names}")
 
 
-def plan(job: Job) -> JobPlan:
-    """List the inputs into a plan in the output location; resume an identical earlier run."""
+def plan(job: Job, on_batch: Callable[[MiniBatch], None] | None = None) -> JobPlan:
+    """List the inputs into a plan in the output location; resume an identical earlier run.
+    ``on_batch`` hears of each mini-batch as soon as it is planned."""
     started = time.time()
     config, location = job.config, job.location
     location.makedirs()
+    if location.read_json(JOB_FILE) is None:
+        # Records without a job are left by a run stopped while it was still planning (its
+        # node ran mini-batches as they were planned): they belong to no plan, and must not
+        # pass for this run's results.
+        location.remove(RESULTS_DIR)
     base = script_fingerprint(config, job.script.path,
                               config.source_directory and job.script.working_dir,
                               fingerprint_arguments(job.arguments), location.display())
     summary = plan_job(job.inputs, config, location, base,
                        note=lambda text: location.append_text(logs.MASTER_ROLE, logs.line(text)),
-                       stats=job.stat_inputs)
+                       stats=job.stat_inputs, on_batch=on_batch)
     resumed = adopt_plan(location, summary)
     clear_counts(location)
     node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
@@ -214,22 +221,34 @@ def _can_start_early(job: Job) -> bool:
     return True
 
 
-def _discard(nodes: Sequence[Node]) -> None:
-    """Nodes started early for a job that will not run: their workers are stopped."""
+def _discard(nodes: Sequence[Node], threads: Sequence[threading.Thread] = ()) -> None:
+    """Nodes started early for a job that will not run: their workers are stopped (by the
+    node's own thread where it already runs)."""
     for node in nodes:
         node.abort()
+    for thread in threads:
+        thread.join()
+    for node in nodes[len(threads):]:
         node.run()
 
 
 class Progress:
-    """Counts mini-batches as nodes finish them; thread-safe; read by the CLI's display."""
+    """Counts mini-batches as nodes finish them; thread-safe; read by the CLI's display.
+    Made before the plan is complete when the planner feeds a node: :meth:`planned` then
+    gives the counts."""
 
-    def __init__(self, job_plan: JobPlan) -> None:
-        self.mini_batch_count = job_plan.mini_batch_count
-        self.item_count = job_plan.item_count
+    def __init__(self, job_plan: JobPlan | None = None) -> None:
+        self.mini_batch_count = 0
+        self.item_count: int | None = None
         self.totals = Totals()
         self.started = time.monotonic()
         self._lock = threading.Lock()
+        if job_plan is not None:
+            self.planned(job_plan)
+
+    def planned(self, job_plan: JobPlan) -> None:
+        self.mini_batch_count = job_plan.mini_batch_count
+        self.item_count = job_plan.item_count
 
     def __call__(self, node_index: int, record: MiniBatchRecord) -> None:
         with self._lock:
@@ -261,25 +280,12 @@ def run_job(
         early = [make_node(job, None, i) for i in range(int(job.config.node_count))]
         for node in early:
             node.start_early()
-    try:
-        job_plan = plan(job)
-    except BaseException:
-        if early:  # the output held no job: leave it as it was
-            _discard(early)
-            job.location.remove("logs")
-            job.location.remove(STATE_DIR)
-        raise
-    progress = Progress(job_plan)
-    if on_plan is not None:
-        on_plan(job_plan, progress)
-    if job_plan.mini_batch_count == 0:
-        _discard(early)
-        return reduce(job, job_plan, [])
-    nodes = early or [make_node(job, job_plan, i) for i in range(job_plan.node_count)]
-    for i, node in enumerate(nodes):
-        node.assign(job_plan, job_plan.shard(i) if i < job_plan.node_count else range(0),
-                    progress)
-    results: list[NodeResult | None] = [None] * len(nodes)
+    # One node owns every mini-batch: it runs them while the planner still lists the input.
+    feed = PlanFeed() if len(early) == 1 and not job.location.listdir(RESULTS_DIR) else None
+    progress = Progress()
+    nodes: list[Node] = []
+    results: list[NodeResult | None] = []
+    threads: list[threading.Thread] = []
 
     def run_node(i: int) -> None:
         try:
@@ -289,10 +295,39 @@ def run_job(
                 f"node {i} failed:\n{traceback.format_exc()}"))
             results[i] = NodeResult(i, Totals(), f"node {i} failed: {type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=run_node, args=(i,), name=f"node-{i}", daemon=True)
-               for i in range(len(nodes))]
-    for thread in threads:
-        thread.start()
+    def start(more: list[Node]) -> None:
+        for node in more:
+            nodes.append(node)
+            results.append(None)
+            threads.append(threading.Thread(target=run_node, args=(len(nodes) - 1,),
+                                            name=f"node-{len(nodes) - 1}", daemon=True))
+            threads[-1].start()
+
+    if feed is not None:
+        early[0].stream(feed, progress)
+        start(early)
+    try:
+        job_plan = plan(job, feed.put if feed is not None else None)
+    except BaseException:
+        if early:  # the output held no job: leave it as it was
+            _discard(early, threads)
+            job.location.remove("logs")
+            job.location.remove(STATE_DIR)
+        raise
+    finally:
+        if feed is not None:
+            feed.close()
+    progress.planned(job_plan)
+    if on_plan is not None:
+        on_plan(job_plan, progress)
+    if job_plan.mini_batch_count == 0 and feed is None:
+        _discard(early)
+        return reduce(job, job_plan, [])
+    pending = early or [make_node(job, job_plan, i) for i in range(job_plan.node_count)]
+    for i, node in enumerate(pending):
+        node.assign(job_plan, job_plan.shard(i) if i < job_plan.node_count else range(0),
+                    progress)
+    start([n for n in pending if n not in nodes])
     try:
         while any(t.is_alive() for t in threads):
             for thread in threads:

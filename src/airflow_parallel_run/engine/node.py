@@ -36,6 +36,7 @@ from ..progress import OVERVIEW_INTERVAL, write_overview
 from ..results import FAILED, OK, MiniBatchRecord, read_records, record_rel, write_record
 from ..storage import LocalLocation, OutputLocation
 from ..thresholds import SharedCounts, Totals, exceeded_while_running
+from .feed import Pending, PlanFeed
 from .messages import (
     InitFailed,
     MiniBatchDone,
@@ -154,6 +155,8 @@ class Node:
         self._checked_failures = (0, 0)
         self._checked_at = 0.0
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
+        self.feed: PlanFeed | None = None  # mini-batches straight from the planner (stream())
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -173,6 +176,14 @@ class Node:
         for slot in self.slots:
             self._spawn(slot)
         self.started_early = True
+
+    def stream(self, feed: PlanFeed, on_record: Listener | None) -> None:
+        """Take mini-batches from ``feed`` while the planner makes the plan: for a node started
+        early (a fresh output, so nothing to resume) that owns every mini-batch of the job.
+        :meth:`assign` follows once the plan is complete; :meth:`run` may start before."""
+        self.feed = feed
+        self.on_record = on_record
+        feed.wake_through(self._wake_w)
 
     def assign(self, job_plan: JobPlan, indices: range, on_record: Listener | None) -> None:
         """The share of a node made (and maybe started) before the plan was ready."""
@@ -214,6 +225,10 @@ class Node:
         return max(1, len(os.sched_getaffinity(0)) // self.ppn)
 
     def _run(self) -> NodeResult:
+        if self.feed is not None:  # a fresh job: nothing done yet, the planner feeds us
+            self._loop()
+            self.shared.publish(self.totals)
+            return NodeResult(self.spec.node_index, self.totals, self.stop_reason, self.aborted)
         done = {i: r for i, r in read_records(self.location, self.indices).items() if r.status == OK}
         for index in self._changed_inputs(done):
             del done[index]
@@ -313,9 +328,19 @@ class Node:
         if self.retries:
             return True
         if self.peeked is None and not self.plan_done:
-            self.peeked = next(self.plan_iter, None)
+            if self.feed is None:
+                self.peeked = next(self.plan_iter, None)
+            else:
+                taken = self.feed.take()
+                if isinstance(taken, Pending):
+                    return False
+                self.peeked = taken
             self.plan_done = self.peeked is None
         return self.peeked is not None
+
+    def _plan_pending(self) -> bool:
+        """The planner may still hand us mini-batches: idle workers wait instead of stopping."""
+        return self.feed is not None and not self.plan_done and not self._stopping()
 
     def _next_task(self) -> _Task | None:
         if not self._has_work():
@@ -383,12 +408,13 @@ class Node:
                     self._dispatch(slot)
                 if slot.state == BUSY and slot.queued is None:
                     self._send_ahead(slot)
-                elif slot.state == GONE and slot.process is None and self._has_work():
+                elif slot.state == GONE and slot.process is None and (
+                        self._has_work() or self._plan_pending()):
                     # Never more init() attempts than the limit, even with several in flight.
                     starting = sum(s.state == STARTING for s in self.slots)
                     if self.init_failures + starting < 3 * self.ppn:
                         self._spawn(slot)
-            if all(slot.state == GONE for slot in self.slots):
+            if all(slot.state == GONE for slot in self.slots) and not self._plan_pending():
                 return
             if self.location.is_remote and time.monotonic() - self.published_at > LOG_UPLOAD_INTERVAL:
                 self._publish_logs()
@@ -427,6 +453,8 @@ class Node:
     def _dispatch(self, slot: _Slot) -> None:
         task = self._next_task()
         assert slot.process is not None
+        if task is None and self._plan_pending():
+            return  # idle until the planner puts the next mini-batch (it wakes the loop)
         if task is None:
             try:
                 slot.process.conn.send(Stop())
