@@ -9,7 +9,9 @@ import pytest
 from support import make_files, output_lines, pid_alive
 
 from airflow_parallel_run import FileDataset
+from airflow_parallel_run.engine.feed import Pending, PlanFeed
 from airflow_parallel_run.errors import InputError
+from airflow_parallel_run.plan import MiniBatch
 from airflow_parallel_run.results import MiniBatchRecord, record_rel
 from airflow_parallel_run.storage import LocalLocation
 
@@ -92,3 +94,68 @@ def test_records_without_a_job_are_not_taken_for_results(runner):
     assert result.success, result.reason
     assert output_lines(runner.output) == [f"f{i:04d}.txt: item {i}" for i in range(4)]
     assert len(ran(runner)) == 4
+
+
+COUNT = """
+import os
+def run(mini_batch):
+    with open(os.path.join(MARKS, "runs"), "a") as f:
+        f.write(os.path.basename(mini_batch[0]) + "\\n")
+    return [f"{os.path.basename(p)}: {open(p).read().strip()}" for p in mini_batch]
+"""
+
+
+def test_a_planner_far_ahead_leaves_the_rest_to_the_plan_files(runner, monkeypatch):
+    # the feed holds 3 mini-batches at most; 40 are planned long before the workers start
+    monkeypatch.setattr("airflow_parallel_run.engine.feed.FEED_LIMIT", 3)
+    make_files(runner.inputs, 40)
+
+    result = runner.run(runner.script(COUNT), mini_batch_size=1, process_count_per_node=2)
+
+    assert result.success, result.reason
+    assert output_lines(runner.output) == [f"f{i:04d}.txt: item {i}" for i in range(40)]
+    runs = (runner.marks / "runs").read_text().split()
+    assert sorted(runs) == [f"f{i:04d}.txt" for i in range(40)]  # each exactly once
+
+
+def batch(index: int) -> MiniBatch:
+    return MiniBatch(index, "input", [f"/in/{index}"], None)
+
+
+def test_the_feed_hands_out_in_order_then_pending_then_the_rest_then_none():
+    feed = PlanFeed(limit=2)
+    assert isinstance(feed.take(), Pending)
+    for i in range(5):
+        feed.put(batch(i))  # 0 and 1 are held; 2, 3 and 4 are left to the plan
+    assert [feed.take().index, feed.take().index] == [0, 1]
+    assert isinstance(feed.take(), Pending)  # the plan is not complete yet
+    feed.close(lambda first: iter(batch(i) for i in range(first, 5)))
+    assert [feed.take().index for _ in range(3)] == [2, 3, 4]
+    assert feed.take() is None
+
+
+def test_a_feed_closed_after_a_failed_planning_hands_out_nothing_more():
+    feed = PlanFeed(limit=1)
+    feed.put(batch(0))
+    feed.put(batch(1))  # spilled
+    feed.close()
+    assert feed.take().index == 0
+    assert feed.take() is None
+
+
+def test_a_put_wakes_a_node_that_found_the_feed_empty():
+    import os
+
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    feed = PlanFeed()
+    feed.wake_through(write)
+    feed.put(batch(0))  # nobody waits: no wake-up
+    with pytest.raises(BlockingIOError):
+        os.read(read, 8)
+    feed.take()
+    assert isinstance(feed.take(), Pending)
+    feed.put(batch(1))
+    assert os.read(read, 8) == b"f"
+    os.close(read)
+    os.close(write)

@@ -5,14 +5,21 @@ listing of a million files to end: the planner puts each mini-batch here as it w
 the plan, and the node's loop takes them as workers free up (engine/job.py decides when)::
 
     planner thread --put()--> PlanFeed --take()--> node loop (woken through its pipe)
+
+At most FEED_LIMIT mini-batches wait here: when the planner runs further ahead, the rest
+are read from the plan files once the plan is complete (memory stays bounded for a million
+files, as the planner's own does).
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable, Iterator
 
 from ..plan import MiniBatch
+
+FEED_LIMIT = 1024  # mini-batches held in memory at most
 
 
 class Pending:
@@ -23,8 +30,11 @@ PENDING = Pending()
 
 
 class PlanFeed:
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._batches: deque[MiniBatch] = deque()
+        self._limit = FEED_LIMIT if limit is None else limit
+        self._spilled_from: int | None = None  # the first mini-batch left to the plan files
+        self._rest: Iterator[MiniBatch] | None = None
         self._closed = False
         self._waiting = False  # the node found the feed empty: the next put() wakes it
         self._wake_fd: int | None = None
@@ -34,12 +44,19 @@ class PlanFeed:
         self._wake_fd = fd
 
     def put(self, batch: MiniBatch) -> None:
+        if self._spilled_from is None and len(self._batches) >= self._limit:
+            self._spilled_from = batch.index
+        if self._spilled_from is not None:  # read from the plan once it is complete
+            return
         self._batches.append(batch)
         if self._waiting:
             self._nudge()
 
-    def close(self) -> None:
-        """The plan is complete (or planning failed): no more mini-batches."""
+    def close(self, rest: Callable[[int], Iterator[MiniBatch]] | None = None) -> None:
+        """No more puts. ``rest(first)`` reads the mini-batches from index ``first`` on from
+        the complete plan; None when planning failed (nothing more is then handed out)."""
+        if self._spilled_from is not None and rest is not None:
+            self._rest = rest(self._spilled_from)
         self._closed = True
         self._nudge()
 
@@ -54,7 +71,9 @@ class PlanFeed:
             self._waiting = False
             return self._batches.popleft()
         if self._closed:  # closed after the last put: look once more
-            return self._batches.popleft() if self._batches else None
+            if self._batches:
+                return self._batches.popleft()
+            return None if self._rest is None else next(self._rest, None)
         return PENDING
 
     def _nudge(self) -> None:

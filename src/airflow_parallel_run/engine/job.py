@@ -20,7 +20,15 @@ from .. import logs
 from ..config import ParallelRunConfig, check_arguments, parse_size
 from ..errors import ConfigError, EntryScriptError
 from ..inputs import SideInput
-from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
+from ..plan import (
+    JOB_FILE,
+    JobPlan,
+    MiniBatch,
+    adopt_plan,
+    iter_plan,
+    plan_job,
+    script_fingerprint,
+)
 from ..reduce import JobResult, reduce_job
 from ..results import RESULTS_DIR, MiniBatchRecord
 from ..storage import STATE_DIR, local_path, open_location
@@ -309,14 +317,15 @@ def run_job(
     try:
         job_plan = plan(job, feed.put if feed is not None else None)
     except BaseException:
+        if feed is not None:
+            feed.close()
         if early:  # the output held no job: leave it as it was
             _discard(early, threads)
             job.location.remove("logs")
             job.location.remove(STATE_DIR)
         raise
-    finally:
-        if feed is not None:
-            feed.close()
+    if feed is not None:  # what the feed did not hold comes from the plan files
+        feed.close(lambda first: iter_plan(job.location, range(first, job_plan.mini_batch_count)))
     progress.planned(job_plan)
     if on_plan is not None:
         on_plan(job_plan, progress)
