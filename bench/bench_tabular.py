@@ -449,7 +449,7 @@ PROFILE_ROWS = [
     ("read_piece", "tabular.py", "read_piece"),
     ("  _read_csv (pyarrow.csv.read_csv inside)", "tabular.py", "_read_csv"),
     ("  _read_parquet (ParquetFile.read_row_groups)", "tabular.py", "_read_parquet"),
-    ("    _owned_bytes (range read, slice copy)", "tabular.py", "_owned_bytes"),
+    ("    _owned_span (range read into a reused buffer)", "tabular.py", "_owned_span"),
     ("    _check_quotes (bytes.count)", "tabular.py", "_check_quotes"),
     ("  _to_pandas (Table.to_pandas)", "tabular.py", "_to_pandas"),
     ("run() (the entry script)", "score.py", "run"),
@@ -457,7 +457,7 @@ PROFILE_ROWS = [
     ("encode_result (prototype)", "score.py", "encode_result"),
     ("  DataFrame.to_csv", "generic.py", "to_csv"),
     ("  pyarrow.csv.write_csv (prototype)", "csv.pyx", "write_csv"),
-    ("write_record (the record file)", "results.py", "write_record"),
+    ("RecordLog.write (the record)", "results.py", "write"),
     ("imports on first use (pandas, pyarrow)", "<frozen importlib._bootstrap>", "_find_and_load"),
 ]
 

@@ -10,7 +10,8 @@ from collections import Counter
 
 from support import CLI, make_files, output_lines, pid_alive
 
-from airflow_parallel_run.results import RESULTS_DIR
+from airflow_parallel_run.results import Records
+from airflow_parallel_run.storage import LocalLocation
 
 SLOW_ECHO = """
 import os, time
@@ -24,7 +25,7 @@ def run(mini_batch):
 
 
 def _finished(output) -> set[int]:
-    return {int(p.name[:-4]) for p in (output / RESULTS_DIR).rglob("*.rec")}
+    return set(Records(LocalLocation(str(output))).indices())
 
 
 def test_cli_killed_mid_job_then_run_again_finishes_exactly_once(runner):

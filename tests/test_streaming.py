@@ -12,7 +12,7 @@ from airflow_parallel_run import FileDataset
 from airflow_parallel_run.engine.feed import Pending, PlanFeed
 from airflow_parallel_run.errors import InputError
 from airflow_parallel_run.plan import MiniBatch
-from airflow_parallel_run.results import MiniBatchRecord, record_rel
+from airflow_parallel_run.results import MiniBatchRecord, RecordLog
 from airflow_parallel_run.storage import LocalLocation
 
 MARK = """
@@ -86,8 +86,8 @@ def test_records_without_a_job_are_not_taken_for_results(runner):
     # what a run killed while still planning leaves: records, but no job.json
     make_files(runner.inputs, 4)
     location = LocalLocation(str(runner.output))
-    location.write_atomic(record_rel(0), MiniBatchRecord(0, "ok", 1, 1, 0, 1).encode(
-        b"stale line of another input\n"))
+    RecordLog(location, "a-killed-worker").write(MiniBatchRecord(0, "ok", 1, 1, 0, 1),
+                                                 b"stale line of another input\n")
 
     result = runner.run(runner.script(MARK), mini_batch_size=1)
 

@@ -19,7 +19,7 @@ from . import logs
 from .config import ParallelRunConfig
 from .plan import JobPlan, iter_plan
 from .progress import write_overview
-from .results import append_payload, read_record
+from .results import Records
 from .storage import OutputLocation
 from .thresholds import Totals, final_verdict
 
@@ -78,15 +78,15 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     totals = Totals()
     missing = 0
     header_written = False
-    # a raw descriptor: the records' lines are appended by the kernel (append_payload)
+    records = Records(location)
+    # a raw descriptor: the records' lines are appended by the kernel (Records.append_to)
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if append else None
     try:
         for index in range(mini_batch_count):
             if out is None:
-                found = read_record(location, index)
-                record = None if found is None else found[0]
+                record = records.record(index)
             else:
-                record = append_payload(location, index, out, with_header=not header_written)
+                record = records.append_to(index, out, with_header=not header_written)
             if record is None:
                 missing += 1
                 continue

@@ -1,20 +1,44 @@
-"""Durable per-mini-batch results: one record file per finished mini-batch.
+"""Durable per-mini-batch results.
 
-A record is one JSON header line followed by the output lines of the mini-batch, written
-atomically. A mini-batch counts as done only once its record exists, so a node that is
-killed and started again runs exactly the mini-batches without a record (or with a failed one).
+A record is one JSON header line followed by the output lines of the mini-batch. A
+mini-batch counts as done only once its record is stored whole, so a node that is killed
+and started again runs exactly the mini-batches without a record (or with a failed one).
+
+Where records are stored:
+
+- **local output**: each writer (a worker process; a node for its failed mini-batches)
+  appends its records to a log of its own, ``RESULTS_DIR/<writer>.log``, each in one write
+  whose header names the payload's length. A crash mid-write leaves a torn tail that readers
+  skip; a write that fails is cut off again. (A file per mini-batch cost 0.2-0.3 ms of
+  kernel time each on ext4, a fifth of a tiny mini-batch; an append costs 2 us.)
+- **remote output**: one object per mini-batch, ``RESULTS_DIR/NNNNN/NNNNNNNNN.rec``, put
+  by the node from the worker's local staging log once the worker reports it.
+
+When a mini-batch has several records (a worker killed after it wrote one, then a retry),
+the last one written counts, as it did for the node.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass
+from typing import Any
 
-from .storage import PLAN_CHUNK, STATE_DIR, LocalLocation, OutputLocation, copy_rest, write_all
+from .storage import (
+    PLAN_CHUNK,
+    STATE_DIR,
+    LocalLocation,
+    OutputLocation,
+    copy_rest,
+    write_all,
+)
 
 RESULTS_DIR = f"{STATE_DIR}/results"
 OK = "ok"
 FAILED = "failed"
+_LOG_KEYS = ("bytes", "at")  # header fields of a log entry that are not the record's
 
 
 @dataclass(slots=True)
@@ -32,19 +56,27 @@ class MiniBatchRecord:
     # after this) makes a resumed run run it again
     finished_at: float | None = None
 
-    def encode(self, payload: bytes = b"") -> bytes:
-        head = {"index": self.index, "status": self.status, "total": self.total,
-                "succeeded": self.succeeded, "failed": self.failed, "tries": self.tries}
+    def head(self) -> dict[str, Any]:
+        head: dict[str, Any] = {"index": self.index, "status": self.status, "total": self.total,
+                                "succeeded": self.succeeded, "failed": self.failed,
+                                "tries": self.tries}
         if self.header is not None:
             head["header"] = self.header
         if self.finished_at is not None:
             head["finished_at"] = self.finished_at
-        return json.dumps(head).encode() + b"\n" + payload
+        return head
+
+    def encode(self, payload: bytes = b"") -> bytes:
+        return json.dumps(self.head()).encode() + b"\n" + payload
+
+    @classmethod
+    def from_head(cls, head: dict[str, Any]) -> MiniBatchRecord:
+        return cls(**{k: v for k, v in head.items() if k not in _LOG_KEYS})
 
     @classmethod
     def decode(cls, data: bytes) -> tuple[MiniBatchRecord, bytes]:
         head, _, payload = data.partition(b"\n")
-        return cls(**json.loads(head)), payload
+        return cls.from_head(json.loads(head)), payload
 
     @property
     def failed_mini_batch(self) -> bool:
@@ -52,40 +84,130 @@ class MiniBatchRecord:
 
 
 def record_rel(index: int) -> str:
+    """A remote record object."""
     return f"{RESULTS_DIR}/{index // PLAN_CHUNK:05d}/{index:09d}.rec"
 
 
-def write_record(location: OutputLocation, record: MiniBatchRecord, payload: bytes = b"") -> None:
-    location.write_atomic(record_rel(record.index), record.encode(payload))
+# -- writing ---------------------------------------------------------------------------------
 
 
-def read_record(location: OutputLocation, index: int) -> tuple[MiniBatchRecord, bytes] | None:
-    data = location.read_bytes(record_rel(index))
-    return None if data is None else MiniBatchRecord.decode(data)
+class RecordLog:
+    """The records of one writer, appended to ``RESULTS_DIR/<name>.log`` of a local location.
+
+    No two processes may write one log (see :meth:`for_process`).
+    """
+
+    def __init__(self, location: LocalLocation, name: str) -> None:
+        self.location = location
+        self.rel = f"{RESULTS_DIR}/{name}.log"
+        self._fd: int | None = None
+
+    @classmethod
+    def for_process(cls, location: LocalLocation, name: str) -> RecordLog:
+        """The log of this process: ``name``, the pid and a random part, so that no log is
+        ever appended to by a second process (a reused pid included), and a torn entry can
+        only be a log's last."""
+        return cls(location, f"{name}-{os.getpid()}-{os.urandom(3).hex()}")
+
+    def write(self, record: MiniBatchRecord, payload: bytes = b"") -> tuple[str, int, int]:
+        """Store the record; where it is: (log, offset, length) of the whole entry."""
+        if self._fd is None:
+            path = self.location.path(self.rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        head = record.head()
+        head["bytes"] = len(payload)
+        head["at"] = time.time_ns()
+        entry = json.dumps(head).encode() + b"\n" + payload
+        start = os.fstat(self._fd).st_size
+        try:
+            write_all(self._fd, entry)
+        except BaseException:
+            os.ftruncate(self._fd, start)  # no torn entry before the next one
+            raise
+        return self.rel, start, len(entry)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
-def append_payload(location: OutputLocation, index: int, out: int,
-                   with_header: bool = False) -> MiniBatchRecord | None:
-    """The record of mini-batch ``index``, with its output lines appended to the file
-    descriptor ``out`` (after its DataFrame header line when ``with_header``); None when it
-    has no record. A local record's lines are copied by the kernel, not through memory."""
-    if not isinstance(location, LocalLocation):
-        found = read_record(location, index)
-        if found is None:
+def write_remote_record(location: OutputLocation, index: int, entry: bytes) -> None:
+    """A record (a log entry's bytes, or :meth:`MiniBatchRecord.encode`) as its own object."""
+    location.write_atomic(record_rel(index), entry)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    at: int
+    path: str
+    offset: int  # of the payload
+    length: int  # of the payload
+    record: MiniBatchRecord
+
+
+class Records:
+    """The stored records of a location, for reading many: local logs are scanned once."""
+
+    def __init__(self, location: OutputLocation) -> None:
+        self.location = location
+        self._entries: dict[int, _Entry] | None = None
+        if isinstance(location, LocalLocation):
+            self._entries = _scan_logs(location)
+
+    def indices(self) -> list[int]:
+        """The mini-batches that have a record (remote: those listed)."""
+        if self._entries is not None:
+            return sorted(self._entries)
+        found = []
+        for folder in self.location.listdir(RESULTS_DIR):
+            for name in self.location.listdir(f"{RESULTS_DIR}/{folder}"):
+                if name.endswith(".rec") and not name.startswith("."):
+                    found.append(int(name[:-4]))
+        return sorted(found)
+
+    def record(self, index: int) -> MiniBatchRecord | None:
+        if self._entries is not None:
+            entry = self._entries.get(index)
+            return None if entry is None else entry.record
+        found = self.read(index)
+        return None if found is None else found[0]
+
+    def read(self, index: int) -> tuple[MiniBatchRecord, bytes] | None:
+        """The record and its output lines."""
+        if self._entries is None:
+            data = self.location.read_bytes(record_rel(index))
+            return None if data is None else MiniBatchRecord.decode(data)
+        entry = self._entries.get(index)
+        if entry is None:
             return None
-        record, payload = found
-        _write_header(record, out, with_header)
-        write_all(out, payload)
-        return record
-    try:
-        handle = open(location.path(record_rel(index)), "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return None
-    with handle:
-        record = MiniBatchRecord(**json.loads(handle.readline()))
-        _write_header(record, out, with_header)
-        copy_rest(handle, out)
-    return record
+        with open(entry.path, "rb") as handle:
+            handle.seek(entry.offset)
+            return entry.record, handle.read(entry.length)
+
+    def append_to(self, index: int, out: int, with_header: bool = False) -> MiniBatchRecord | None:
+        """The record, with its output lines appended to the file descriptor ``out`` (after
+        its DataFrame header line when ``with_header``); None when there is no record. Local
+        lines are copied by the kernel, not through this process."""
+        if self._entries is None:
+            found = self.read(index)
+            if found is None:
+                return None
+            _write_header(found[0], out, with_header)
+            write_all(out, found[1])
+            return found[0]
+        entry = self._entries.get(index)
+        if entry is None:
+            return None
+        _write_header(entry.record, out, with_header)
+        with open(entry.path, "rb") as handle:
+            handle.seek(entry.offset)
+            copy_rest(handle, out, entry.length)
+        return entry.record
 
 
 def _write_header(record: MiniBatchRecord, out: int, wanted: bool) -> None:
@@ -93,11 +215,54 @@ def _write_header(record: MiniBatchRecord, out: int, wanted: bool) -> None:
         write_all(out, record.header.encode("utf-8") + b"\n")
 
 
+def _scan_logs(location: LocalLocation) -> dict[int, _Entry]:
+    """The last whole record of each mini-batch in every log (headers only are read)."""
+    entries: dict[int, _Entry] = {}
+    for name in location.listdir(RESULTS_DIR):
+        if not name.endswith(".log") or name.startswith("."):
+            continue
+        path = str(location.path(f"{RESULTS_DIR}/{name}"))
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            continue
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            while True:
+                line = handle.readline()
+                if not line.endswith(b"\n"):
+                    break  # the end, or a header torn by a crash
+                try:
+                    head = json.loads(line)
+                    length = int(head["bytes"])
+                    record = MiniBatchRecord.from_head(head)
+                except (ValueError, KeyError, TypeError):
+                    break  # not a header: a torn entry
+                offset = handle.tell()
+                if offset + length > size:
+                    break  # the payload was cut short by a crash
+                handle.seek(offset + length)
+                at = int(head.get("at", 0))
+                known = entries.get(record.index)
+                if known is None or at >= known.at:
+                    entries[record.index] = _Entry(at, path, offset, length, record)
+    return entries
+
+
+def read_record(location: OutputLocation, index: int) -> tuple[MiniBatchRecord, bytes] | None:
+    """One record and its output lines (scans a local location's logs: for a few reads)."""
+    return Records(location).read(index)
+
+
 def read_records(location: OutputLocation, indices: range) -> dict[int, MiniBatchRecord]:
     """The records that exist among ``indices`` (headers only)."""
-    found: dict[int, MiniBatchRecord] = {}
     if not indices:
-        return found
+        return {}
+    if isinstance(location, LocalLocation):
+        records = Records(location)
+        return {i: r for i in records.indices() if i in indices
+                and (r := records.record(i)) is not None}
+    found: dict[int, MiniBatchRecord] = {}
     for chunk in range(indices.start // PLAN_CHUNK, (indices.stop - 1) // PLAN_CHUNK + 1):
         folder = f"{RESULTS_DIR}/{chunk:05d}"
         for name in location.listdir(folder):

@@ -15,7 +15,8 @@ Layout under the output folder (SPEC.md, "Outputs and logs", plus our own state)
     logs/...                          see logs.py
     .parallel_run/job.json            fingerprint of the job, plan summary
     .parallel_run/plan/NNNNN.jsonl    mini-batch descriptors, PLAN_CHUNK per file
-    .parallel_run/results/NNNNN/NNNNNNNNN.rec   one durable record per finished mini-batch
+    .parallel_run/results/<writer>.log          durable records, appended by each process
+    .parallel_run/results/NNNNN/NNNNNNNNN.rec   (remote output) one record object each
     .parallel_run/counts/node-K.json  live counts of node K, read by the others
 """
 
@@ -74,23 +75,25 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def copy_rest(handle: BinaryIO, out: int) -> None:
-    """Append what is left of the local file ``handle`` (from its position on) to the file
-    descriptor ``out``: by the kernel (copy_file_range) where it can, through memory if not."""
+def copy_rest(handle: BinaryIO, out: int, length: int | None = None) -> None:
+    """Append ``length`` bytes of the local file ``handle`` from its position on (all that is
+    left when None) to the file descriptor ``out``: by the kernel (copy_file_range) where it
+    can, through memory if not."""
     offset = handle.tell()
     src = handle.fileno()
-    size = os.fstat(src).st_size
+    end = os.fstat(src).st_size if length is None else offset + length
     try:
-        while offset < size:
-            copied = os.copy_file_range(src, out, size - offset, offset)
+        while offset < end:
+            copied = os.copy_file_range(src, out, end - offset, offset)
             if not copied:
                 break
             offset += copied
         return
     except OSError:  # a kernel or file system that cannot: copy the rest by hand
         handle.seek(offset)
-    while chunk := handle.read(1 << 20):
+    while offset < end and (chunk := handle.read(min(1 << 20, end - offset))):
         write_all(out, chunk)
+        offset += len(chunk)
 
 
 class OutputLocation:

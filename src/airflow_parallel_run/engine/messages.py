@@ -51,6 +51,7 @@ class MiniBatchDone:
     failed: int
     run_seconds: float
     warning: str | None = None
+    written: tuple[str, int, int] | None = None  # the record: (log, offset, length) of its entry
 
 
 @dataclass(slots=True)

@@ -33,7 +33,14 @@ from ..inputs import SideInput
 from ..masking import Masker
 from ..plan import JobPlan, MiniBatch, iter_plan
 from ..progress import OVERVIEW_INTERVAL, write_overview
-from ..results import FAILED, OK, MiniBatchRecord, read_records, record_rel, write_record
+from ..results import (
+    FAILED,
+    OK,
+    MiniBatchRecord,
+    RecordLog,
+    read_records,
+    write_remote_record,
+)
 from ..storage import LocalLocation, OutputLocation
 from ..thresholds import SharedCounts, Totals, exceeded_while_running
 from .feed import Pending, PlanFeed
@@ -157,6 +164,7 @@ class Node:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
         self.feed: PlanFeed | None = None  # mini-batches straight from the planner (stream())
+        self.failed_records: RecordLog | None = None  # records of mini-batches failed here
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -202,6 +210,8 @@ class Node:
                     slot.process.kill_tree()
                     slot.process = None
             self._close_logs()
+            if self.failed_records is not None:
+                self.failed_records.close()
             if self.work is not None:
                 self.masker.scrub_tree(str(self.work.path("logs")))
             if self.cache_dir and self.location.is_remote:
@@ -539,8 +549,7 @@ class Node:
             record = MiniBatchRecord(message.index, OK, message.total, message.succeeded,
                                      message.failed, task.try_number)
             if self.location.is_remote:  # the worker wrote it to staging: now it counts
-                self.location.put_file(str(self.work.path(record_rel(record.index))),
-                                       record_rel(record.index))
+                self._upload_record(record.index, message.written)
             self._sys_line(slot, task, "ok", message.run_seconds, record)
             if message.failed:
                 self._error_event(slot.name, slot.process.pid, task,
@@ -592,8 +601,24 @@ class Node:
             return  # not recorded: a later run of the job tries it again
         total = self._size(task)
         record = MiniBatchRecord(task.batch.index, FAILED, total, 0, total, task.try_number)
-        write_record(self.location, record)
+        if self.location.is_remote:
+            write_remote_record(self.location, record.index, record.encode())
+        else:
+            if self.failed_records is None:
+                assert isinstance(self.location, LocalLocation)
+                self.failed_records = RecordLog.for_process(
+                    self.location, f"{self.spec.ip}-node{self.spec.node_index}")
+            self.failed_records.write(record)
         self._finished(task, record)
+
+    def _upload_record(self, index: int, written: tuple[str, int, int] | None) -> None:
+        """A record the worker wrote to its staging log, put as the remote record object."""
+        assert self.work is not None and written is not None
+        rel, offset, length = written
+        with open(self.work.path(rel), "rb") as handle:
+            handle.seek(offset)
+            entry = handle.read(length)
+        write_remote_record(self.location, index, entry)
 
     def _on_deadline(self, slot: _Slot) -> None:
         process = slot.process

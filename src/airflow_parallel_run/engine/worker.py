@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import entry_script, logs
 from ..masking import Masker, MaskingFilter, MaskingStream
-from ..results import OK, MiniBatchRecord, write_record
+from ..results import OK, MiniBatchRecord, RecordLog
 from ..storage import LocalLocation
 from .messages import (
     InitFailed,
@@ -136,6 +136,7 @@ class Worker:
         self.with_context = False
         self.module: ModuleType | None = None
         self.masker = Masker(spec.secrets)
+        self.records = RecordLog.for_process(self.location, f"{spec.ip}-{name}")
 
     # -- errors ---------------------------------------------------------------------------------
 
@@ -255,9 +256,9 @@ class Worker:
         record = MiniBatchRecord(task.index, OK, total, succeeded, total - succeeded,
                                  task.try_number, header,
                                  time.time() if task.versions else None)
-        write_record(self.location, record, payload)
+        written = self.records.write(record, payload)
         self.conn.send(MiniBatchDone(task.index, total, succeeded, total - succeeded,
-                                     run_seconds, warning))
+                                     run_seconds, warning, written))
 
     def shutdown(self) -> None:
         shutdown = getattr(self.module, "shutdown", None)
