@@ -24,6 +24,9 @@ import psutil
 import pytest
 from airflow_runs import AIRFLOW, STEP, TEST_DAGS, AirflowHome, make_files, safe_run_id
 
+from airflow_parallel_run.results import Records
+from airflow_parallel_run.storage import LocalLocation
+
 DAG_ID = "prt_services"
 INPUT_FILES = 16
 
@@ -153,7 +156,7 @@ def _lines(path: Path) -> list[str]:
 
 
 def _records(output: Path) -> set[int]:
-    return {int(p.stem) for p in (output / ".parallel_run" / "results").rglob("*.rec")}
+    return set(Records(LocalLocation(str(output))).indices())
 
 
 def test_node_task_killed_with_sigkill_is_retried_and_resumes(services: Services):
