@@ -93,6 +93,7 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
             totals.add(record)
             header_written = header_written or record.header is not None
     finally:
+        records.close()
         if out is not None:
             os.close(out)
 

@@ -24,7 +24,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from .storage import (
     PLAN_CHUNK,
@@ -156,8 +156,30 @@ class Records:
     def __init__(self, location: OutputLocation) -> None:
         self.location = location
         self._entries: dict[int, _Entry] | None = None
+        self._handles: dict[str, BinaryIO] = {}  # open logs: consecutive records alternate
         if isinstance(location, LocalLocation):
             self._entries = _scan_logs(location)
+
+    def __enter__(self) -> Records:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    def _at(self, entry: _Entry) -> BinaryIO:
+        """The entry's log, at the start of its lines."""
+        handle = self._handles.get(entry.path)
+        if handle is None:
+            if len(self._handles) >= 64:  # many logs: workers were replaced many times
+                self.close()
+            handle = self._handles[entry.path] = open(entry.path, "rb")  # noqa: SIM115
+        handle.seek(entry.offset)
+        return handle
 
     def indices(self) -> list[int]:
         """The mini-batches that have a record (remote: those listed)."""
@@ -185,9 +207,7 @@ class Records:
         entry = self._entries.get(index)
         if entry is None:
             return None
-        with open(entry.path, "rb") as handle:
-            handle.seek(entry.offset)
-            return entry.record, handle.read(entry.length)
+        return entry.record, self._at(entry).read(entry.length)
 
     def append_to(self, index: int, out: int, with_header: bool = False) -> MiniBatchRecord | None:
         """The record, with its output lines appended to the file descriptor ``out`` (after
@@ -204,9 +224,7 @@ class Records:
         if entry is None:
             return None
         _write_header(entry.record, out, with_header)
-        with open(entry.path, "rb") as handle:
-            handle.seek(entry.offset)
-            copy_rest(handle, out, entry.length)
+        copy_rest(self._at(entry), out, entry.length)
         return entry.record
 
 
@@ -251,7 +269,8 @@ def _scan_logs(location: LocalLocation) -> dict[int, _Entry]:
 
 def read_record(location: OutputLocation, index: int) -> tuple[MiniBatchRecord, bytes] | None:
     """One record and its output lines (scans a local location's logs: for a few reads)."""
-    return Records(location).read(index)
+    with Records(location) as records:
+        return records.read(index)
 
 
 def read_records(location: OutputLocation, indices: range) -> dict[int, MiniBatchRecord]:
@@ -259,9 +278,9 @@ def read_records(location: OutputLocation, indices: range) -> dict[int, MiniBatc
     if not indices:
         return {}
     if isinstance(location, LocalLocation):
-        records = Records(location)
-        return {i: r for i in records.indices() if i in indices
-                and (r := records.record(i)) is not None}
+        with Records(location) as records:
+            return {i: r for i in records.indices() if i in indices
+                    and (r := records.record(i)) is not None}
     found: dict[int, MiniBatchRecord] = {}
     for chunk in range(indices.start // PLAN_CHUNK, (indices.stop - 1) // PLAN_CHUNK + 1):
         folder = f"{RESULTS_DIR}/{chunk:05d}"
