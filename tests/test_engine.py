@@ -372,3 +372,19 @@ def test_copy_rest_appends_the_rest_of_a_file_by_the_kernel_or_by_hand(tmp_path,
 def iter_pipe(fd):
     while chunk := os.read(fd, 1 << 16):
         yield chunk
+
+
+def test_a_folder_is_listed_in_sorted_path_order_in_bounded_chunks(tmp_path, monkeypatch):
+    # files and sub-folders interleave by name; no chunk holds more than LIST_CHUNK paths
+    from airflow_parallel_run.inputs import files
+
+    monkeypatch.setattr(files, "LIST_CHUNK", 3)
+    names = ["a1", "a2", "a3", "a4", "b/x1", "b/x2", "c1", "d/e/y1", "d/z1", "d0", "f1", "f2"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    for stats in (True, False):
+        chunks = list(FileDataset.from_files(str(tmp_path)).iter_chunks(stats=stats))
+        paths = [item if isinstance(item, str) else item.path for c in chunks for item in c]
+        assert paths == [str(tmp_path / n) for n in sorted(names)]
+        assert max(len(c) for c in chunks) == 3

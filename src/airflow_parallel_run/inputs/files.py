@@ -35,9 +35,13 @@ def _has_magic(path: str) -> bool:
     return any(ch in path for ch in _MAGIC)
 
 
+LIST_CHUNK = 10_000  # files per chunk of a listing
+
+
 def _walk_sorted(folder: str, stats: bool = True) -> Iterator[list[InputItem]]:
-    """The files under ``folder`` in sorted path order, in chunks (one per run of files
-    between sub-folders): a chunk per item would cost more than the listing itself."""
+    """The files under ``folder`` in sorted path order, in chunks of at most LIST_CHUNK
+    (a chunk per item would cost more than the listing itself). A folder's names are held
+    to sort them; their paths (and sizes) only a chunk at a time."""
     files: list[str] = []
     dirs: list[str] = []
     with os.scandir(folder) as entries:
@@ -47,14 +51,13 @@ def _walk_sorted(folder: str, stats: bool = True) -> Iterator[list[InputItem]]:
     dirs.sort()
     prefix = os.path.join(folder, "")
     start = 0
-    for sub in dirs:  # interleave files and sub-folders as their sorted names come
-        end = bisect.bisect_left(files, sub, start)
-        if end > start:
-            yield _items(prefix, files[start:end], stats)
+    for sub in [*dirs, None]:  # interleave files and sub-folders as their sorted names come
+        end = len(files) if sub is None else bisect.bisect_left(files, sub, start)
+        for first in range(start, end, LIST_CHUNK):
+            yield _items(prefix, files[first:min(first + LIST_CHUNK, end)], stats)
         start = end
-        yield from _walk_sorted(prefix + sub, stats)
-    if start < len(files):
-        yield _items(prefix, files[start:] if start else files, stats)
+        if sub is not None:
+            yield from _walk_sorted(prefix + sub, stats)
 
 
 def _items(prefix: str, names: list[str], stats: bool) -> list[Any]:
