@@ -379,7 +379,8 @@ def test_a_folder_is_listed_in_sorted_path_order_in_bounded_chunks(tmp_path, mon
     from airflow_parallel_run.inputs import files
 
     monkeypatch.setattr(files, "LIST_CHUNK", 3)
-    names = ["a1", "a2", "a3", "a4", "b/x1", "b/x2", "c1", "d/e/y1", "d/z1", "d0", "f1", "f2"]
+    names = ["a1", "a2", "a3", "a4", "b/x1", "b/x2", "c1", "d/e/y1", "d/z1", "d0", "d-x", "d.csv",
+             "f1", "f2"]
     for name in names:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)

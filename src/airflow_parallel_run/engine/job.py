@@ -332,11 +332,11 @@ def run_job(
     if job_plan.mini_batch_count == 0 and feed is None:
         _discard(early)
         return reduce(job, job_plan, [])
-    pending = early or [make_node(job, job_plan, i) for i in range(job_plan.node_count)]
-    for i, node in enumerate(pending):
+    every = early or [make_node(job, job_plan, i) for i in range(job_plan.node_count)]
+    for i, node in enumerate(every):
         node.assign(job_plan, job_plan.shard(i) if i < job_plan.node_count else range(0),
                     progress)
-    start([n for n in pending if n not in nodes])
+    start([n for n in every if n not in nodes])  # the fed node runs already
     try:
         while any(t.is_alive() for t in threads):
             for thread in threads:

@@ -52,7 +52,8 @@ def _walk_sorted(folder: str, stats: bool = True) -> Iterator[list[InputItem]]:
     prefix = os.path.join(folder, "")
     start = 0
     for sub in [*dirs, None]:  # interleave files and sub-folders as their sorted names come
-        end = len(files) if sub is None else bisect.bisect_left(files, sub, start)
+        # "d.csv" < "d/x": a folder sorts as its name and a slash, as full paths do
+        end = len(files) if sub is None else bisect.bisect_left(files, sub + "/", start)
         for first in range(start, end, LIST_CHUNK):
             yield _items(prefix, files[first:min(first + LIST_CHUNK, end)], stats)
         start = end
