@@ -18,14 +18,14 @@ system-deps:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: $(STAMP) system-deps
-	$(BIN)/ruff check src tests bench dags examples
+	$(BIN)/ruff check airflow_parallel_run tests bench dags examples
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
 	$(BIN)/python examples/airflow_demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench dags examples
+	$(BIN)/ruff check airflow_parallel_run tests bench dags examples
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -1,7 +1,7 @@
 """digit_identification: Azure ML's ParallelRunStep sample, done with ParallelRunOperator.
 
 797 handwritten digits (PNG files made on the first run from data that ships with the example,
-nothing downloaded) are identified by ``examples/digits/identify.py``: its ``init()`` fits a
+nothing downloaded) are identified by ``scripts/digits/identify.py`` (beside this file): its ``init()`` fits a
 3-nearest-neighbours model on the training digits of the ``labels`` side input, its ``run()``
 returns ``"<file>: <digit>"`` for each image. Trigger it from the UI to change the Params, or
 ``airflow dags test digit_identification -c '{"mini_batch_size": 20}'``.
@@ -21,8 +21,7 @@ from airflow.sdk import DAG, Param, task
 from airflow_parallel_run import FileDataset, ParallelRunConfig, SideInput
 from airflow_parallel_run.airflow import ParallelRunOperator
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "examples", "digits")
+EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "digits")
 DATA = os.environ.get("DIGITS_DATA") or os.path.join(
     os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow"), "data", "digits")
 

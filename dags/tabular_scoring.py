@@ -2,7 +2,7 @@
 
 20,000 applications in four CSV files (made on the first run from a fixed seed) are split
 into mini-batches of about ``mini_batch_size`` bytes, never across a file boundary.
-``examples/tabular/score.py`` loads its model in ``init()`` and returns a DataFrame
+``scripts/tabular/score.py`` (beside this file) loads its model in ``init()`` and returns a DataFrame
 (id, score, decision) for each mini-batch; the output is ``scores.csv`` with one header line.
 
 The table lives in ``$TABULAR_DATA`` (default ``$AIRFLOW_HOME/data/applications``).
@@ -18,8 +18,7 @@ from airflow.sdk import DAG, Param, task
 from airflow_parallel_run import ParallelRunConfig, TabularDataset
 from airflow_parallel_run.airflow import ParallelRunOperator
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "examples", "tabular")
+EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "tabular")
 DATA = os.environ.get("TABULAR_DATA") or os.path.join(
     os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow"), "data", "applications")
 

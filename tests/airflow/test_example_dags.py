@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ from airflow_runs import REPO_DAGS, AirflowHome
 
 @pytest.fixture(scope="module")
 def examples_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
-    home = AirflowHome(tmp_path_factory.mktemp("examples-home"), REPO_DAGS)
+    # dags/ copied alone: the DAGs find their scripts and data beside them, not in the checkout
+    dags = tmp_path_factory.mktemp("copied") / "dags"
+    shutil.copytree(REPO_DAGS, dags)
+    home = AirflowHome(tmp_path_factory.mktemp("examples-home"), dags)
     home.migrate()
     return home
 

@@ -34,3 +34,57 @@ def test_package_and_command_line_do_not_import_airflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
     assert done.returncode == 0, done.stderr
+
+
+def test_the_built_wheel_works_installed_outside_the_checkout(tmp_path):
+    """Build the wheel, install it into a fresh virtualenv that sees only the installed
+    dependencies (never the checkout), and run the command line and the provider from there."""
+    import site
+    import venv
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    wheels = tmp_path / "wheels"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                            str(wheels), str(root)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = wheels.glob("airflow_parallel_run-*.whl")
+
+    env_dir = tmp_path / "fresh"
+    venv.create(env_dir, with_pip=False)
+    fresh_python = env_dir / "bin" / "python"
+    fresh_site = Path(subprocess.check_output(
+        [str(fresh_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        text=True).strip())
+    # The dependencies come from this virtualenv's site-packages as a plain path entry: its
+    # .pth files (the editable install of the checkout among them) are not processed.
+    (fresh_site / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(fresh_python),
+                                "install", "-q", "--no-deps", str(wheel)],
+                               capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+
+    work = tmp_path / "elsewhere"
+    (work / "in").mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (work / "in" / name).write_text(name)
+    (work / "echo.py").write_text("def run(mini_batch):\n    return [p[-5:] for p in mini_batch]\n")
+    env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(work)}
+    ran = subprocess.run([str(env_dir / "bin" / "parallel-run"), "echo.py", "--input", "in",
+                          "--output", "out", "--mini-batch-size", "2"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert (work / "out" / "parallel_run_step.txt").read_text().split() == [
+        "a.txt", "b.txt", "c.txt"]
+
+    probe = ("import airflow_parallel_run, importlib.metadata as md\n"
+             "assert 'site-packages' in airflow_parallel_run.__file__, airflow_parallel_run.__file__\n"
+             "(ep,) = [e for e in md.entry_points(group='apache_airflow_provider')"
+             " if e.value.startswith('airflow_parallel_run')]\n"
+             "info = ep.load()()\n"
+             "from airflow_parallel_run.airflow import ParallelRunOperator\n"
+             "print(info['package-name'], ParallelRunOperator.__name__)\n")
+    imported = subprocess.run([str(fresh_python), "-c", probe], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert imported.stdout.split() == ["airflow-parallel-run", "ParallelRunOperator"]
