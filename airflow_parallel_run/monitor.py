@@ -2,7 +2,7 @@
 
 Every ``resource_monitor_interval`` seconds it appends one sample to the CSV files under
 ``logs/perf/<ip>/`` of the node's local work location, and once a minute it writes a
-snapshot of the process table (SPEC.md, "Outputs and logs")::
+snapshot of the process table::
 
     node_resource_usage.csv        one row per sample: the machine's cpu, memory, disk, network
     processes_resource_usage.csv   one row per worker process per sample

@@ -1,4 +1,4 @@
-"""Counting and thresholds (SPEC.md): what a job has done, and whether it has failed.
+"""Counting and thresholds: what a job has done, and whether it has failed.
 
 ``error_threshold`` counts failed items and ``allowed_failed_count`` failed mini-batches over
 the whole job; each fails the job as soon as the count goes above it (-1 ignores).

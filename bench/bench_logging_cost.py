@@ -1,4 +1,4 @@
-"""Issue 5's cost check: logging and monitoring must not slow the tiny-files job by > 5%.
+"""The cost of logs: logging and monitoring must not slow the tiny-files job by > 5%.
 
 The tiny-files job of bench_tiny_files (100,000 files, mini_batch_size 100, 2 processes),
 timed as whole commands, alternately, 3 times each: with the resource monitor sampling every

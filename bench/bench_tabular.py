@@ -1,4 +1,4 @@
-"""Benchmarks of tabular inputs (issue 3): a 400 MB table as CSV and as Parquet.
+"""Benchmarks of tabular inputs: a 400 MB table as CSV and as Parquet.
 
 The table: 8,000,000 rows of 4 numeric columns (``id`` int, ``a`` and ``b`` floats with 9
 decimals, ``c`` a 13-digit int), about 400 MB as CSV; the same rows as Parquet in row
