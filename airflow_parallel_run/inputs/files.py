@@ -106,6 +106,35 @@ def _list_local(spec: str, stats: bool = True) -> Iterator[list[InputItem]]:
         raise InputError(f"input {spec!r}: no such file or folder")
 
 
+def _remote_matches(fs: Any, spec: str, root: str) -> dict[str, dict]:
+    """Every file (with fsspec's info) that a remote path, folder or glob names."""
+    if _has_magic(root):
+        infos = fs.glob(root, detail=True)
+        if not infos:
+            raise InputError(f"input {spec!r}: the pattern matches no file")
+        found: dict[str, dict] = {}
+        for name, info in infos.items():
+            if info.get("type") == "directory":
+                found.update(fs.find(name, detail=True))
+            else:
+                found[name] = info
+        return found
+    if fs.isdir(root):
+        return fs.find(root, detail=True)
+    if fs.isfile(root):
+        return {root: fs.info(root)}
+    raise InputError(f"input {spec!r}: no such file or folder")
+
+
+def _remote_item(fs: Any, name: str, info: dict) -> InputItem:
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
+    if not isinstance(mtime, int | float):
+        mtime = getattr(mtime, "timestamp", lambda: 0)()
+    tag = info.get("ETag") or info.get("etag")
+    size = int(info.get("size") or 0)
+    return InputItem(fs.unstrip_protocol(name), size, str(tag) if tag else float(mtime))
+
+
 def _list_remote(spec: str, storage_options: dict[str, Any]) -> Iterator[InputItem]:
     import fsspec
 
@@ -113,36 +142,14 @@ def _list_remote(spec: str, storage_options: dict[str, Any]) -> Iterator[InputIt
 
     try:
         fs, root = fsspec.core.url_to_fs(spec, **storage_options)
-        if _has_magic(root):
-            infos = fs.glob(root, detail=True)
-            if not infos:
-                raise InputError(f"input {spec!r}: the pattern matches no file")
-            found: dict[str, dict] = {}
-            for name, info in infos.items():
-                if info.get("type") == "directory":
-                    found.update(fs.find(name, detail=True))
-                else:
-                    found[name] = info
-        elif fs.isdir(root):
-            found = fs.find(root, detail=True)
-        elif fs.isfile(root):
-            found = {root: fs.info(root)}
-        else:
-            raise InputError(f"input {spec!r}: no such file or folder")
+        found = _remote_matches(fs, spec, root)
     except InputError:
         raise
     except Exception as exc:  # the store refused: name the URL, not the client's internals
         raise InputError(describe_storage_error(spec, exc)) from None
     for name in sorted(found):
-        info = found[name]
-        if info.get("type") == "directory":
-            continue
-        mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
-        if not isinstance(mtime, int | float):
-            mtime = getattr(mtime, "timestamp", lambda: 0)()
-        tag = info.get("ETag") or info.get("etag")
-        size = int(info.get("size") or 0)
-        yield InputItem(fs.unstrip_protocol(name), size, str(tag) if tag else float(mtime))
+        if found[name].get("type") != "directory":
+            yield _remote_item(fs, name, found[name])
 
 
 @dataclass

@@ -19,7 +19,7 @@ class SideInput:
     """
 
     path: str
-    name: str | None = None
+    name: str = ""  # the path's last part when not given
     storage_options: dict[str, Any] = field(default_factory=dict)
     conn_id: str | None = None
 
@@ -27,7 +27,7 @@ class SideInput:
         self.path = os.fspath(self.path)
         if not self.path:
             raise InputError("SideInput: path must not be empty")
-        if self.name is None:
+        if not self.name:
             self.name = os.path.basename(self.path.rstrip("/")) or "side_input"
         if not isinstance(self.name, str) or "/" in self.name or self.name in (".", ".."):
             raise InputError(f"SideInput name {self.name!r}: must be a plain name")

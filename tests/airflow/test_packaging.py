@@ -88,3 +88,20 @@ def test_the_built_wheel_works_installed_outside_the_checkout(tmp_path):
                               capture_output=True, text=True, timeout=120)
     assert imported.returncode == 0, imported.stderr[-3000:]
     assert imported.stdout.split() == ["airflow-parallel-run", "ParallelRunOperator"]
+
+
+def test_the_s3_extra_resolves_a_current_s3fs():
+    """An unpinned s3fs once resolved to 0.4.2 (2020) beside a current boto3: every remote
+    test then ran against a client no user has."""
+    import importlib.metadata as md
+    import warnings
+
+    import fsspec
+
+    year = int(md.version("s3fs").split(".")[0])
+    assert year >= 2025, md.version("s3fs")
+    extras = [r for r in md.requires("airflow-parallel-run") or [] if r.startswith("s3fs")]
+    assert extras and all(">=2025" in r for r in extras), extras
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fsspec warns when it meets a very old s3fs
+        fsspec.filesystem("s3", anon=True, skip_instance_cache=True)
