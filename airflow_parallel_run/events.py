@@ -1,18 +1,19 @@
 """Typed events between stages: what the node and the workers tell the reducer, as records.
 
 Every try of a mini-batch and every error becomes one JSON line (with a schema version,
-``"v"``) in the event log of its process, ``.parallel_run/events/<ip>/<process>.jsonl``.
-The lines for people are rendered from the same event when it is written; the reducer reads
-only the event logs::
+``"v"``) in the event log of its process. The lines for people are rendered from the same
+event when it is written; the reducer reads only the event logs::
 
-    node (a TryEvent per try, an ErrorEvent    --append--> .parallel_run/events/<ip>/<process>.jsonl
-    per failure), worker (an ErrorEvent with                 |                 |
-    its traceback)                                           |                 +--> reducer: processed_mini_batches.csv,
-          |                                                  |                      error.txt, the job report
-          +--render--> logs/sys/node/..., logs/user/error/...  (for people only)
+    node: a TryEvent per try, an ErrorEvent per failure     --append--+
+    worker: an ErrorEvent (with its traceback) per exception --append--+
+                                                                       v
+          .parallel_run/events/<ip>/<process>.jsonl --read_events--> reducer --> processed_mini_batches.csv,
+                                                                                 error.txt, job_report.html
+    and at once, rendered for people only:
+          logs/sys/node/<ip>/<process>.txt (TryEvent.sys_line), logs/user/error/... (ErrorEvent.block)
 
-A process appends with O_APPEND, one write() per line, so the node and its worker may share
-a log; a crash can only leave a torn last line, which the reader skips.
+Each line is one write() with O_APPEND, so the node and its worker share a log without
+interleaving. A line torn by a crash, or of another version, is left out with a note.
 """
 
 from __future__ import annotations
