@@ -17,3 +17,7 @@ class InputError(ParallelRunError):
 
 class EntryScriptError(ParallelRunError):
     """The entry script is missing, does not compile, or has no run() (CLI exit status 2)."""
+
+
+class StateError(ParallelRunError):
+    """The output holds state this version cannot resume (CLI exit status 2)."""

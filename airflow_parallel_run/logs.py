@@ -1,4 +1,9 @@
-"""Where each log lives under ``<output>/logs`` (SPEC.md, "Outputs and logs"), and its lines."""
+"""Where each log for people lives under ``<output>/logs`` (the layout Azure ML's
+ParallelRunStep users know), and the pieces of its lines.
+
+These files are written for people only: no stage reads them back. What stages tell each
+other goes through events.py (tries and errors) and the records of results.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 JOB_RESULT = "logs/job_result.txt"
+JOB_RESULT_JSON = "logs/job_result.json"  # the same, for programs (reduce.JobResult.to_dict)
 JOB_PROGRESS = "logs/job_progress_overview.txt"
 MASTER_ROLE = "logs/sys/master_role.txt"
 USER_ERROR_SUMMARY = "logs/user/error.txt"
@@ -49,13 +55,9 @@ def entry_script_log(ip: str, process: str) -> str:
 
 
 # An error event in logs/user/error/<node>/<process>.txt starts with this mark, then one line:
-# "<time> <process> pid <pid> <what>: <error>", then the traceback or stack if there is one.
-# The reducer gathers these lines into logs/user/error.txt.
+# "<time> <process> pid <pid> <what>: <error>", then the traceback or stack if there is one
+# (rendered by events.ErrorEvent.block).
 ERROR_EVENT = "=== "
-
-
-def error_event(process: str, pid: int | None, what: str, error: str, details: str = "") -> str:
-    return f"{ERROR_EVENT}{timestamp()} {process} pid {pid or '-'} {what}: {error}\n{details}\n"
 
 
 def process_logs(ip: str, process: str) -> tuple[str, ...]:

@@ -17,10 +17,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import ParallelRunConfig
+from .errors import StateError
 from .storage import PLAN_CHUNK, STATE_DIR, OutputLocation
 
 PLAN_DIR = f"{STATE_DIR}/plan"
 JOB_FILE = f"{STATE_DIR}/job.json"
+# What the files in STATE_DIR look like, kept in JOB_FILE. 2: tries and errors are events
+# (events.py); state without a number is older (1). A run resumes state of its own format only.
+STATE_FORMAT = 2
 
 # Settings that change what a finished mini-batch holds; the others (counts of nodes and
 # processes, timeouts, thresholds, logging) may change between a run and its resumption.
@@ -74,6 +78,7 @@ class PlanSummary:
     item_count: int | None  # None when rows of a table are only known once read
     datasets: list[dict[str, Any]] = field(default_factory=list)
     planning_seconds: float = 0.0
+    state_format: int = STATE_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -252,6 +257,7 @@ def _plan_into(inputs: Sequence[Any], config: ParallelRunConfig, location: Outpu
     for dataset in inputs:
         hasher.update(json.dumps(dataset.to_dict(), sort_keys=True).encode())
         first = index
+        batches: Iterator[tuple[list[str], dict[str, Any] | None]]
         if dataset.kind == "tabular":
             batches = _table_batches(dataset, config, hasher, note)
         else:
@@ -281,13 +287,26 @@ def adopt_plan(location: OutputLocation, summary: PlanSummary) -> bool:
     new_dir = f"{STATE_DIR}/plan.new-{os.getpid()}"
     previous = location.read_json(JOB_FILE)
     resumes = previous is not None and previous.get("fingerprint") == summary.fingerprint
+    refusal = state_format_error(location, previous) if resumes else None
+    if refusal is not None:
+        location.remove(new_dir)
+        raise refusal
     if previous is not None and not resumes:
-        for rel in (STATE_DIR + "/results", STATE_DIR + "/counts", "logs"):
+        for rel in (STATE_DIR + "/results", STATE_DIR + "/counts", STATE_DIR + "/events", "logs"):
             location.remove(rel)
     location.remove(PLAN_DIR)
     location.rename(new_dir, PLAN_DIR)
     location.write_json(JOB_FILE, summary.to_dict())
     return resumes
+
+
+def state_format_error(location: OutputLocation, job: dict[str, Any] | None) -> StateError | None:
+    """Why the state described by ``job`` (JOB_FILE's contents) cannot be carried on."""
+    found = 1 if job is None else job.get("state_format", 1)
+    if job is None or found >= STATE_FORMAT:
+        return None
+    return StateError(f"this output holds state of an older airflow-parallel-run (format "
+                      f"{found}); delete {location.display(STATE_DIR)} to start again")
 
 
 def iter_plan(location: OutputLocation, indices: range) -> Iterator[MiniBatch]:

@@ -3,6 +3,16 @@
 Reads every mini-batch record in index order (so the output follows input order), copies the
 results into a temporary file, and renames it to ``append_row_file_name`` only when the job
 succeeded: a reader sees the whole file or none.
+
+Then it writes the job's final logs from records and events only, never from a log written
+for people::
+
+    records (results.py) --> Totals --> JobResult --+--> logs/job_result.txt   (for people)
+                                                    +--> logs/job_result.json  (to_dict: for
+                                                    |                          programs)
+    events (events.py) -----------------------------+--> logs/sys/job_report/processed_mini_batches.csv
+                                                    +--> logs/user/error.txt
+                                                    +--> logs/job_report.html  (report.py)
 """
 
 from __future__ import annotations
@@ -10,21 +20,22 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .config import ParallelRunConfig
-from .plan import JobPlan, iter_plan
+from .events import ErrorEvent, TryEvent, read_events
+from .plan import JOB_FILE, JobPlan, iter_plan, state_format_error
 from .progress import write_overview
 from .results import Records
 from .storage import OutputLocation
 from .thresholds import Totals, final_verdict
 
-ERROR_DIR = "logs/user/error"
-SYS_NODE_DIR = "logs/sys/node"
+if TYPE_CHECKING:
+    from .report import ErrorGroup
+
 PROCESSED_MINI_BATCHES = logs.PROCESSED_MINI_BATCHES
 PROCESSED_COLUMNS = ("node", "ip", "process", "pid", "mini_batch", "try", "status", "total",
                      "succeeded", "failed", "start", "duration_s", "run_time_s")
@@ -47,14 +58,32 @@ class JobResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["totals"] = self.totals.__dict__
-        return data
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobResult:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known["totals"] = Totals(**data["totals"])
+        return cls(**known)
+
+    @property
+    def status(self) -> str:
+        return "SUCCESS" if self.success else "FAILED"
+
+    def counts(self) -> dict[str, list[tuple[str, int | None]]]:
+        """The job's numbers by what they count (None: not known), as its logs show them."""
+        t = self.totals
+        return {
+            "mini-batches": [("planned", self.mini_batch_count), ("done", t.mini_batches_done),
+                             ("failed", t.failed_mini_batches),
+                             ("without a result", self.missing_mini_batches)],
+            "items": [("planned", self.item_count), ("succeeded", t.succeeded_items),
+                      ("failed", t.failed_items)],
+        }
 
     def summary(self) -> str:
         t = self.totals
-        status = "SUCCESS" if self.success else "FAILED"
-        text = (f"{status}: {t.succeeded_items} items succeeded, {t.failed_items} failed; "
+        text = (f"{self.status}: {t.succeeded_items} items succeeded, {t.failed_items} failed; "
                 f"{t.mini_batches_done} of {self.mini_batch_count} mini-batches done, "
                 f"{t.failed_mini_batches} failed; {self.elapsed_seconds:.1f} s")
         if self.resumed:
@@ -71,18 +100,39 @@ class JobResult:
 def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: JobPlan,
                stop_reasons: list[str]) -> JobResult:
     """Count every record, judge the job, write the output file and the job's final logs."""
-    mini_batch_count = job_plan.mini_batch_count
-    append = config.output_action == "append_row"
+    refusal = state_format_error(location, location.read_json(JOB_FILE))
+    if refusal is not None:
+        raise refusal
+    count = job_plan.mini_batch_count
     name = config.append_row_file_name
-    tmp = location.local_temp(name) if append else ""
+    tmp = location.local_temp(name) if config.output_action == "append_row" else None
+    totals, missing = _count_and_assemble(location, count, tmp)
+    reason = next((r for r in stop_reasons if r), None)
+    if reason is None and missing:
+        reason = (f"{missing} of {count} mini-batches have no result: a node did "
+                  "not finish (see logs/sys/master_role.txt)")
+    if reason is None:
+        reason = final_verdict(config, totals, count)
+    output_file = _publish_output(location, name, tmp, success=reason is None)
+    result = JobResult(reason is None, reason, totals, count, job_plan.item_count,
+                       location.display(), output_file, missing, time.time() - job_plan.started,
+                       job_plan.resumed)
+    write_final_logs(location, job_plan, result)
+    return result
+
+
+def _count_and_assemble(location: OutputLocation, count: int,
+                        tmp: str | None) -> tuple[Totals, int]:
+    """Totals of the records and how many mini-batches have none; with ``tmp``, their output
+    lines appended there in index order (a DataFrame header once, before the first)."""
     totals = Totals()
     missing = 0
     header_written = False
     records = Records(location)
     # a raw descriptor: the records' lines are appended by the kernel (Records.append_to)
-    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if append else None
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if tmp else None
     try:
-        for index in range(mini_batch_count):
+        for index in range(count):
             if out is None:
                 record = records.record(index)
             else:
@@ -96,131 +146,89 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
         records.close()
         if out is not None:
             os.close(out)
+    return totals, missing
 
-    reason = next((r for r in stop_reasons if r), None)
-    if reason is None and missing:
-        reason = (f"{missing} of {mini_batch_count} mini-batches have no result: a node did "
-                  "not finish (see logs/sys/master_role.txt)")
-    if reason is None:
-        reason = final_verdict(config, totals, mini_batch_count)
-    success = reason is None
 
-    output_file = None
-    if append and success:
+def _publish_output(location: OutputLocation, name: str, tmp: str | None,
+                    success: bool) -> str | None:
+    """The output file of a job that succeeded, put in place; where it is."""
+    if tmp is not None and success:
         location.put_file(tmp, name)
-        output_file = location.display(name)
-    else:
-        if append:
-            os.unlink(tmp)
-        if not success:
-            location.remove(name)  # an older run's file must not pass for this one's
-    result = JobResult(success, reason, totals, mini_batch_count, job_plan.item_count,
-                       location.display(), output_file, missing, time.time() - job_plan.started,
-                       job_plan.resumed)
-    write_final_logs(location, job_plan, result)
-    return result
+        return location.display(name)
+    if tmp is not None:
+        os.unlink(tmp)
+    if not success:
+        location.remove(name)  # an older run's file must not pass for this one's
+    return None
 
 
 def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobResult) -> None:
-    """error.txt, processed_mini_batches.csv, job_result.txt, the report, the last overview."""
+    """error.txt, processed_mini_batches.csv, job_result.txt/.json, the report, the overview."""
     from .report import write_job_report  # the report's code only where a job ends
-    events = gather_errors(location)
-    groups = write_error_summary(location, events)
-    write_processed_mini_batches(location)
-    pointer = _error_pointer(events, groups)
+
+    events = read_events(location)
+    for note in events.notes:
+        location.append_text(logs.MASTER_ROLE, logs.line(f"reducer: {note}"))
+    errors = events.sorted_errors()
+    groups = write_error_summary(location, errors)
+    write_processed_mini_batches(location, events.sorted_tries())
+    pointer = _error_pointer(errors, groups)
     write_job_result(location, result, pointer)
-    write_job_report(location, errors=events)
-    write_overview(location, job_plan, result.totals,
-                   result="SUCCESS" if result.success else "FAILED", reason=result.reason,
+    write_job_report(location, result, events)
+    write_overview(location, job_plan, result.totals, result=result.status, reason=result.reason,
                    errors=[pointer] if pointer else None)
 
 
-def _error_pointer(events: list[str], groups: list[Any]) -> str | None:
-    if not events:
+def _error_pointer(errors: list[ErrorEvent], groups: list[ErrorGroup]) -> str | None:
+    if not errors:
         return None
-    return (f"{len(events)} errors in {len(groups)} groups; most frequent: "
+    return (f"{len(errors)} errors in {len(groups)} groups; most frequent: "
             f"{groups[0].count} x {groups[0].signature}, first in {groups[0].first_where}")
 
 
-def _sys_node_logs(location: OutputLocation) -> list[str]:
-    return [f"{SYS_NODE_DIR}/{ip}/{name}" for ip in location.listdir(SYS_NODE_DIR)
-            for name in location.listdir(f"{SYS_NODE_DIR}/{ip}") if name.endswith(".txt")]
-
-
-def write_processed_mini_batches(location: OutputLocation) -> None:
-    """One CSV row per mini-batch try, from every process's line in logs/sys/node/."""
-    rows = []
-    for rel in _sys_node_logs(location):
-        process = rel.rsplit("/", 1)[-1][:-4]
-        for text in location.iter_lines(rel):
-            fields = dict(part.split("=", 1) for part in text.split()[1:] if "=" in part)
-            if "mini_batch" not in fields:
-                continue
-            rows.append([fields.get("node", ""), fields.get("ip", ""), process, fields.get("pid", ""),
-                         fields["mini_batch"], fields.get("try", ""), fields.get("status", ""),
-                         fields.get("total", ""), fields.get("succeeded", ""),
-                         fields.get("failed", ""), fields.get("start", ""),
-                         fields.get("duration", ""), fields.get("run_time", "")])
-    rows.sort(key=lambda r: (int(r[4]), int(r[5] or 0), r[10]))
+def write_processed_mini_batches(location: OutputLocation, tries: list[TryEvent]) -> None:
+    """One CSV row per mini-batch try, in the order given."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PROCESSED_COLUMNS)
-    writer.writerows(rows)
+    writer.writerows(t.csv_row() for t in tries)
     location.write_atomic(PROCESSED_MINI_BATCHES, buffer.getvalue().encode())
 
 
-def gather_errors(location: OutputLocation) -> list[str]:
-    """Every error event of every process, oldest first, each pointing at its full log."""
-    events = []
-    for ip in location.listdir(ERROR_DIR):
-        for name in location.listdir(f"{ERROR_DIR}/{ip}"):
-            rel = f"{ERROR_DIR}/{ip}/{name}"
-            for text in location.iter_lines(rel):
-                if text.startswith(logs.ERROR_EVENT):
-                    events.append(f"{text[len(logs.ERROR_EVENT):].rstrip()} (details: {rel})")
-    events.sort()
-    return events
-
-
-def _first_item(location: OutputLocation, where: str) -> str | None:
-    match = re.search(r"mini-batch (\d+)", where)
-    if not match:
+def _first_item(location: OutputLocation, index: int | None) -> str | None:
+    if index is None:
         return None
-    index = int(match.group(1))
     batch = next(iter_plan(location, range(index, index + 1)), None)
     return batch.items[0] if batch is not None and batch.items else None
 
 
-def write_error_summary(location: OutputLocation, events: list[str]) -> list[Any]:
-    """logs/user/error.txt: identical errors grouped, then every error oldest first."""
+def write_error_summary(location: OutputLocation, errors: list[ErrorEvent]) -> list[ErrorGroup]:
+    """logs/user/error.txt: identical errors grouped, then every error in the order given."""
     from .report import group_errors
 
-    groups = group_errors(events)
-    if not events:
+    groups = group_errors(errors)
+    if not errors:
         location.write_atomic(logs.USER_ERROR_SUMMARY, b"no errors\n")
         return groups
-    lines = [f"{len(events)} errors in {len(groups)} groups, most frequent first:"]
+    lines = [f"{len(errors)} errors in {len(groups)} groups, most frequent first:"]
     for group in groups:
-        item = _first_item(location, group.first_where)
+        item = _first_item(location, group.first.mini_batch)
         lines.append(group.describe() + (f"; first item: {item}" if item else ""))
-    lines += ["", "every error, oldest first:", *events]
+    lines += ["", "every error, oldest first:", *(e.summary_line() for e in errors)]
     location.write_atomic(logs.USER_ERROR_SUMMARY, ("\n".join(lines) + "\n").encode())
     return groups
 
 
 def write_job_result(location: OutputLocation, result: JobResult, error_pointer: str | None) -> None:
-    t = result.totals
-    lines = [
-        "SUCCESS" if result.success else "FAILED",
-        f"reason: {result.reason}" if result.reason else "reason: none",
-        f"mini-batches: {result.mini_batch_count} planned, {t.mini_batches_done} done, "
-        f"{t.failed_mini_batches} failed, {result.missing_mini_batches} without a result",
-        f"items: {logs.count(result.item_count)} planned, {t.succeeded_items} succeeded, {t.failed_items} failed",
-        f"output: {result.output_file or 'none'}",
-        f"elapsed: {result.elapsed_seconds:.1f} s",
-    ]
+    """logs/job_result.txt for people, logs/job_result.json for programs (and the report)."""
+    lines = [result.status, f"reason: {result.reason or 'none'}"]
+    lines += [f"{group}: " + ", ".join(f"{logs.count(n)} {label}" for label, n in counts)
+              for group, counts in result.counts().items()]
+    lines += [f"output: {result.output_file or 'none'}",
+              f"elapsed: {result.elapsed_seconds:.1f} s"]
     if error_pointer:
         lines.append(f"see {logs.USER_ERROR_SUMMARY}: {error_pointer}")
     lines.append(f"report: {logs.JOB_REPORT}")
+    location.write_json(logs.JOB_RESULT_JSON, result.to_dict())
     location.write_atomic(logs.JOB_RESULT, ("\n".join(lines) + "\n").encode())
     location.append_text(logs.MASTER_ROLE, logs.line(f"job result: {lines[0]}; " + "; ".join(lines[1:])))

@@ -1,12 +1,12 @@
-"""logs/job_report.html: one page that shows how a job went, built from its logs alone.
+"""logs/job_report.html: one page that shows how a job went, from its result and events.
 
-Reads what the job left in its output location and writes one self-contained HTML file (inline
-CSS, SVG charts drawn here; no script, nothing fetched: its Content-Security-Policy forbids
-it)::
+Renders one self-contained HTML file (inline CSS, SVG charts drawn here; no script, nothing
+fetched: its Content-Security-Policy forbids it) from what the job left in its output
+location, or from what the reducer hands over::
 
-    logs/job_result.txt                              -> summary
-    logs/sys/job_report/processed_mini_batches.csv   -> progress per node, slowest mini-batches
-    logs/user/error.txt                              -> errors, grouped by shape
+    reduce.JobResult (logs/job_result.json)          -> summary
+    events.TryEvent (.parallel_run/events/)          -> progress per node, slowest mini-batches
+    events.ErrorEvent (.parallel_run/events/)        -> errors, grouped by shape
     logs/perf/<ip>/*.csv (monitor.py)                -> cpu and memory over time, per process
 
 A missing input leaves its section with a one-line note: the page can be built for a job
@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import logs
+from .events import ErrorEvent, JobEvents, TryEvent, read_events
 from .monitor import DISK_USAGE, NODE_USAGE, PROCESSES_USAGE, perf_rel
+from .reduce import JobResult
 from .storage import OutputLocation
 
 REPORT = logs.JOB_REPORT
@@ -46,23 +48,33 @@ class ErrorGroup:
 
     signature: str  # the message with numbers, quoted strings and paths replaced
     count: int
-    first_time: str
-    first_where: str  # "mini-batch 3 try 1 (process002 pid 4711)", or "init (...)"
-    example: str  # the first error's message as it was
-    details: str  # the file with the first one's full traceback
+    first: ErrorEvent  # the earliest of them
+
+    @property
+    def first_time(self) -> str:
+        return logs.timestamp(self.first.time)
+
+    @property
+    def first_where(self) -> str:
+        """``mini-batch 3 try 1 (process002 pid 4711)``, or ``init (...)``."""
+        return self.first.where
+
+    @property
+    def example(self) -> str:
+        """The first error's message as it was."""
+        return self.first.error
+
+    @property
+    def details(self) -> str:
+        """The log with the first one's full traceback."""
+        return self.first.human_log
 
     def describe(self) -> str:
         """One line for logs/user/error.txt."""
-        text = f"{self.count} x {self.signature}"
-        if self.first_time:
-            text += f" -- first {self.first_time} in {self.first_where}: {self.example}"
-        if self.details:
-            text += f"; traceback in {self.details}"
-        return text
+        return (f"{self.count} x {self.signature} -- first {self.first_time} in "
+                f"{self.first_where}: {self.example}; traceback in {self.details}")
 
 
-_EVENT = re.compile(r"^(?P<time>\S+) (?P<process>\S+) pid (?P<pid>\S+) (?P<what>.+?): "
-                    r"(?P<error>.*?)(?: \(details: (?P<details>[^()]*)\))?$")
 _SHAPES = (  # order matters: a path may hold numbers, a quoted string may hold a path
     (re.compile(r"""(?<!\w)'[^'\n]*'(?!\w)|(?<!\w)"[^"\n]*"(?!\w)"""), "<str>"),
     (re.compile(r"\b[A-Za-z][\w+.-]*://[^\s'\"()]+"), "<url>"),
@@ -83,74 +95,33 @@ def error_shape(message: str) -> str:
     return message
 
 
-def group_errors(lines: Iterable[str]) -> list[ErrorGroup]:
-    """Group lines of logs/user/error.txt by :func:`error_shape`; most frequent first.
-
-    A line is ``<time> <process> pid <pid> <what>: <error> (details: <path>)``; a line of
-    another shape is grouped on its whole text.
-    """
+def group_errors(errors: Iterable[ErrorEvent]) -> list[ErrorGroup]:
+    """Group error events by :func:`error_shape`; most frequent first."""
     groups: dict[str, ErrorGroup] = {}
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        match = _EVENT.match(line)
-        if match:
-            time, error, details = match["time"], match["error"], match["details"] or ""
-            where = f"{match['what']} ({match['process']} pid {match['pid']})"
-        else:
-            time, error, details, where = "", line, "", ""
-        signature = error_shape(error)
+    for event in errors:
+        signature = error_shape(event.error)
         group = groups.get(signature)
         if group is None:
-            groups[signature] = ErrorGroup(signature, 1, time, where, error, details)
+            groups[signature] = ErrorGroup(signature, 1, event)
             continue
         group.count += 1
-        if time and (not group.first_time or time < group.first_time):
-            group.first_time, group.first_where = time, where
-            group.example, group.details = error, details
-    return sorted(groups.values(), key=lambda g: (-g.count, g.first_time or "~"))
+        if event.time < group.first.time:
+            group.first = event
+    return sorted(groups.values(), key=lambda g: (-g.count, g.first.time))
 
 
 # -- what the report reads ------------------------------------------------------------------------
 
-@dataclass
-class _JobResult:
-    status: str
-    reason: str
-    counts: dict[str, list[tuple[str, int]]]  # "mini-batches" -> [("planned", 10), ...]
-    other: list[tuple[str, str]]  # output, elapsed, see ...
-
-
-@dataclass
-class _Try:
-    """One row of processed_mini_batches.csv."""
-
-    node: str
-    ip: str
-    process: str
-    pid: str
-    mini_batch: int
-    try_number: int
-    status: str
-    total: int
-    start: float | None  # epoch seconds
-    duration: float
-    run_time: float
-
-    @property
-    def where(self) -> str:
-        return f"node {self.node} ({self.ip})" if self.node else self.ip or "?"
-
-
-def _read_text(location: OutputLocation, rel: str) -> str | None:
-    data = location.read_bytes(rel)
-    return None if data is None else data.decode("utf-8", "replace")
-
-
 def _read_csv(location: OutputLocation, rel: str) -> list[dict[str, str]] | None:
-    text = _read_text(location, rel)
-    return None if text is None else list(csv.DictReader(io.StringIO(text)))
+    data = location.read_bytes(rel)
+    if data is None:
+        return None
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8", "replace"))))
+
+
+def _read_result(location: OutputLocation) -> JobResult | None:
+    data = location.read_json(logs.JOB_RESULT_JSON)
+    return None if data is None else JobResult.from_dict(data)
 
 
 def _epoch(text: str) -> float | None:
@@ -170,49 +141,22 @@ def _number(text: str | None, default: float = 0.0) -> float:
         return default
 
 
-def _parse_job_result(text: str) -> _JobResult:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    status = lines[0] if lines else "?"
-    reason, counts, other = "", {}, []
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        value = value.strip()
-        if key == "reason":
-            reason = value
-        elif key in ("mini-batches", "items"):
-            counts[key] = [(m[2].strip(), int(m[1]))
-                           for m in re.finditer(r"(\d+) ([^,]+)", value)]
-        else:
-            other.append((key, value))
-    return _JobResult(status, reason, counts, other)
+def _where(t: TryEvent) -> str:
+    return f"node {t.node} ({t.ip})"
 
 
-def _parse_tries(rows: list[dict[str, str]]) -> list[_Try]:
-    tries = []
-    for row in rows:
-        try:
-            tries.append(_Try(
-                row.get("node", ""), row.get("ip", ""), row.get("process", ""), row.get("pid", ""),
-                int(row["mini_batch"]), int(_number(row.get("try"), 1)), row.get("status", ""),
-                int(_number(row.get("total"))), _epoch(row.get("start", "")),
-                _number(row.get("duration_s")), _number(row.get("run_time_s"))))
-        except (KeyError, ValueError):
-            continue  # a row cut short: the rest of the report still stands
-    return tries
-
-
-def _finished(tries: list[_Try]) -> list[_Try]:
+def _finished(tries: list[TryEvent]) -> list[TryEvent]:
     """Each mini-batch's deciding try: the one that succeeded, else its last one.
 
     A last try that was stopped (the job ended early) did not finish its mini-batch.
     """
-    deciding: dict[int, _Try] = {}
+    deciding: dict[int, TryEvent] = {}
     for t in tries:
         best = deciding.get(t.mini_batch)
         if best is None or (best.status != "ok"
                             and (t.status == "ok" or t.try_number > best.try_number)):
             deciding[t.mini_batch] = t
-    return [t for t in deciding.values() if t.status != "stopped" and t.start is not None]
+    return [t for t in deciding.values() if t.status != "stopped"]
 
 
 # -- html pieces ----------------------------------------------------------------------------------
@@ -271,58 +215,87 @@ def _nice_ticks(top: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def _line_chart(chart_id: str, title: str, series: list[_Series], y_label: str,
-                y_max: float | None = None, step: bool = False) -> str:
-    """An inline SVG line chart over time; one ``polyline.series`` per series."""
-    width, height = 880, 300
-    left, right, top, bottom = 60, 20, 20, 44
-    plot_w, plot_h = width - left - right, height - top - bottom
-    all_points = [p for s in series for p in s.points]
-    t0 = min(p[0] for p in all_points)
-    t1 = max(p[0] for p in all_points)
-    span = max(t1 - t0, 1.0)
-    top_value = y_max if y_max is not None else max(max(p[1] for p in all_points), 1.0) * 1.05
-    ticks = _nice_ticks(top_value)
-    top_value = max(top_value, ticks[-1])
+@dataclass
+class _Frame:
+    """Where a chart's plot area is, and the time and value ranges it spans."""
 
-    def x(t: float) -> float:
-        return left + (t - t0) / span * plot_w
+    t0: float
+    span: float  # seconds
+    top_value: float
+    width: int = 880
+    height: int = 300
+    left: int = 60  # room for the values
+    top: int = 20
 
-    def y(v: float) -> float:
-        return top + plot_h - v / top_value * plot_h
+    @property
+    def plot_w(self) -> int:
+        return self.width - self.left - 20
 
-    parts = [f'<svg id="{_e(chart_id)}" class="chart" viewBox="0 0 {width} {height}" '
-             f'width="{width}" height="{height}" role="img" aria-label="{_e(title)}">',
-             f'<rect class="plot" x="{left}" y="{top}" width="{plot_w}" height="{plot_h}"/>']
+    @property
+    def plot_h(self) -> int:
+        return self.height - self.top - 44  # room for the times and the axis title
+
+    def x(self, t: float) -> float:
+        return self.left + (t - self.t0) / self.span * self.plot_w
+
+    def y(self, v: float) -> float:
+        return self.top + self.plot_h - v / self.top_value * self.plot_h
+
+
+def _axes(frame: _Frame, ticks: list[float], y_label: str) -> list[str]:
+    """Grid lines with their values, six time labels, the axis titles."""
+    left, top, plot_w, plot_h = frame.left, frame.top, frame.plot_w, frame.plot_h
+    parts = []
     for value in ticks:
-        level = y(value)
+        level = frame.y(value)
         parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{level:.1f}" '
                      f'y2="{level:.1f}"/><text class="tick" x="{left - 6}" y="{level + 4:.1f}" '
                      f'text-anchor="end">{_e(f"{value:g}")}</text>')
-    time_format = "%H:%M:%S" if span < 86400 else "%m-%d %H:%M"
+    time_format = "%H:%M:%S" if frame.span < 86400 else "%m-%d %H:%M"
     for i in range(6):
-        t = t0 + span * i / 5
+        t = frame.t0 + frame.span * i / 5
         label = datetime.fromtimestamp(t, UTC).strftime(time_format)
         anchor = "end" if i == 5 else "middle"  # the last label would run off the picture
-        parts.append(f'<text class="tick" x="{x(t):.1f}" y="{top + plot_h + 16}" '
+        parts.append(f'<text class="tick" x="{frame.x(t):.1f}" y="{top + plot_h + 16}" '
                      f'text-anchor="{anchor}">{_e(label)}</text>')
-    parts.append(f'<text class="axis" x="{left + plot_w / 2}" y="{height - 6}" '
+    parts.append(f'<text class="axis" x="{left + plot_w / 2}" y="{frame.height - 6}" '
                  f'text-anchor="middle">time (UTC)</text>')
     parts.append(f'<text class="axis" x="14" y="{top + plot_h / 2}" text-anchor="middle" '
                  f'transform="rotate(-90 14 {top + plot_h / 2})">{_e(y_label)}</text>')
-    for index, s in enumerate(series):
-        points = _thin(s.points)
-        coords = []
-        for i, (t, v) in enumerate(points):
-            if step and i:
-                coords.append(f"{x(t):.1f},{y(points[i - 1][1]):.1f}")
-            coords.append(f"{x(t):.1f},{y(v):.1f}")
-        last = s.points[-1][1] if s.points else 0
-        parts.append(f'<polyline class="series" id="{_e(chart_id)}-series-{index}" '
-                     f'data-label="{_e(s.label)}" data-last="{_e(f"{last:g}")}" '
-                     f'stroke="{COLORS[index % len(COLORS)]}" points="{" ".join(coords)}">'
-                     f'<title>{_e(s.label)}</title></polyline>')
-    parts.append("</svg>")
+    return parts
+
+
+def _polyline(frame: _Frame, chart_id: str, index: int, s: _Series, step: bool) -> str:
+    """One series; ``step``: the value holds until the next point (a count that jumps)."""
+    points = _thin(s.points)
+    coords = []
+    for i, (t, v) in enumerate(points):
+        if step and i:
+            coords.append(f"{frame.x(t):.1f},{frame.y(points[i - 1][1]):.1f}")
+        coords.append(f"{frame.x(t):.1f},{frame.y(v):.1f}")
+    last = s.points[-1][1] if s.points else 0
+    return (f'<polyline class="series" id="{_e(chart_id)}-series-{index}" '
+            f'data-label="{_e(s.label)}" data-last="{_e(f"{last:g}")}" '
+            f'stroke="{COLORS[index % len(COLORS)]}" points="{" ".join(coords)}">'
+            f'<title>{_e(s.label)}</title></polyline>')
+
+
+def _line_chart(chart_id: str, title: str, series: list[_Series], y_label: str,
+                y_max: float | None = None, step: bool = False) -> str:
+    """An inline SVG line chart over time; one ``polyline.series`` per series."""
+    all_points = [p for s in series for p in s.points]
+    t0 = min(p[0] for p in all_points)
+    span = max(max(p[0] for p in all_points) - t0, 1.0)
+    top_value = y_max if y_max is not None else max(max(p[1] for p in all_points), 1.0) * 1.05
+    ticks = _nice_ticks(top_value)
+    frame = _Frame(t0, span, max(top_value, ticks[-1]))
+    parts = [f'<svg id="{_e(chart_id)}" class="chart" viewBox="0 0 {frame.width} {frame.height}" '
+             f'width="{frame.width}" height="{frame.height}" role="img" aria-label="{_e(title)}">',
+             f'<rect class="plot" x="{frame.left}" y="{frame.top}" width="{frame.plot_w}" '
+             f'height="{frame.plot_h}"/>',
+             *_axes(frame, ticks, y_label),
+             *(_polyline(frame, chart_id, i, s, step) for i, s in enumerate(series)),
+             "</svg>"]
     legend = "".join(
         f'<li><span class="swatch" style="background:{COLORS[i % len(COLORS)]}"></span>'
         f'{_e(s.label)}: {_e(f"{s.points[-1][1]:g}" if s.points else "-")}</li>'
@@ -333,36 +306,51 @@ def _line_chart(chart_id: str, title: str, series: list[_Series], y_label: str,
 
 # -- sections -------------------------------------------------------------------------------------
 
-def _summary_section(location: OutputLocation, tries: list[_Try] | None) -> str:
-    text = _read_text(location, logs.JOB_RESULT)
+def _result_parts(result: JobResult) -> list[str]:
+    """Status, reason, a card per count, and the rest as a list of terms."""
+    css = "success" if result.success else "failed"
+    parts = [f'<p class="status {css}" id="job-status">{_e(result.status)}</p>',
+             f'<p id="job-reason">reason: {_e(result.reason or "none")}</p>']
+    cards = []
+    for group, counts in result.counts().items():
+        for label, value in counts:
+            if value is None:  # rows of a table are only known once read
+                continue
+            value_id = _slug(f"{group}-{label}")
+            cards.append(f'<div class="card"><span class="value" id="{_e(value_id)}">{value}'
+                         f'</span><span class="label">{_e(group)} {_e(label)}</span></div>')
+    parts.append(f'<div class="cards">{"".join(cards)}</div>')
+    other = [("output", result.output_file or "none"),
+             ("elapsed", f"{result.elapsed_seconds:.1f} s")]
+    if result.resumed:
+        other.append(("resumed", "an earlier run of the same job"))
+    other += [("note", note) for note in result.notes]
+    parts.append("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in other)
+                 + "</dl>")
+    return parts
+
+
+def _tries_part(tries: list[TryEvent]) -> str:
+    statuses: dict[str, int] = {}
+    for t in tries:
+        statuses[t.status] = statuses.get(t.status, 0) + 1
+    items = "".join(f'<li>{_e(status)}: '
+                    f'<span id="{_e(_slug(f"tries-{status}"))}">{count}</span></li>'
+                    for status, count in sorted(statuses.items()))
+    return (f'<p>{len(tries)} tries of mini-batches, by how they ended:</p>'
+            f'<ul class="tries">{items}</ul>')
+
+
+def _summary_section(location: OutputLocation, result: JobResult | None,
+                     tries: list[TryEvent]) -> str:
     parts = ["<h2>Summary</h2>"]
-    if text is None:
+    if result is None:
         parts.append(_note(f"{logs.JOB_RESULT} is not there: the job is still running, or its "
                            "reducer did not run."))
     else:
-        result = _parse_job_result(text)
-        css = {"SUCCESS": "success", "FAILED": "failed"}.get(result.status, "unknown")
-        parts.append(f'<p class="status {css}" id="job-status">{_e(result.status)}</p>')
-        parts.append(f'<p id="job-reason">reason: {_e(result.reason or "none")}</p>')
-        cards = []
-        for group, counts in result.counts.items():
-            for label, value in counts:
-                value_id = _slug(f"{group}-{label}")
-                cards.append(f'<div class="card"><span class="value" id="{_e(value_id)}">{value}'
-                             f'</span><span class="label">{_e(group)} {_e(label)}</span></div>')
-        parts.append(f'<div class="cards">{"".join(cards)}</div>')
-        if result.other:
-            parts.append("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>"
-                                          for k, v in result.other) + "</dl>")
+        parts += _result_parts(result)
     if tries:
-        statuses: dict[str, int] = {}
-        for t in tries:
-            statuses[t.status] = statuses.get(t.status, 0) + 1
-        items = "".join(f'<li>{_e(status)}: '
-                        f'<span id="{_e(_slug(f"tries-{status}"))}">{count}</span></li>'
-                        for status, count in sorted(statuses.items()))
-        parts.append(f'<p>{len(tries)} tries of mini-batches, by how they ended:</p>'
-                     f'<ul class="tries">{items}</ul>')
+        parts.append(_tries_part(tries))
     logs_present = [rel for rel in (logs.JOB_RESULT, logs.USER_ERROR_SUMMARY, logs.MASTER_ROLE,
                                     logs.JOB_PROGRESS, PROCESSED_MINI_BATCHES)
                     if location.exists(rel)]
@@ -371,16 +359,16 @@ def _summary_section(location: OutputLocation, tries: list[_Try] | None) -> str:
     return "\n".join(parts)
 
 
-def _progress_section(tries: list[_Try] | None) -> str:
+def _progress_section(tries: list[TryEvent]) -> str:
     parts = ["<h2>Progress</h2>"]
-    finished = _finished(tries or [])
+    finished = _finished(tries)
     if not finished:
-        parts.append(_note(f"no finished mini-batch in {PROCESSED_MINI_BATCHES}."))
+        parts.append(_note("no finished mini-batch among the tries the nodes recorded."))
         return "\n".join(parts)
-    began = min(t.start for t in tries or [] if t.start is not None)
+    began = min(t.start for t in tries)
     by_node: dict[str, list[float]] = {}
     for t in finished:
-        by_node.setdefault(t.where, []).append(t.start + t.duration)
+        by_node.setdefault(_where(t), []).append(t.end)
     series = []
     for label, ends in sorted(by_node.items()):
         ends.sort()
@@ -392,26 +380,26 @@ def _progress_section(tries: list[_Try] | None) -> str:
     return "\n".join(parts)
 
 
-def _slowest_section(tries: list[_Try] | None) -> str:
+def _slowest_section(tries: list[TryEvent]) -> str:
     parts = ["<h2>Slowest mini-batches</h2>"]
     if not tries:
-        parts.append(_note(f"{PROCESSED_MINI_BATCHES} is missing or empty."))
+        parts.append(_note("no try of a mini-batch recorded."))
         return "\n".join(parts)
     slowest = heapq.nlargest(SLOWEST, tries, key=lambda t: t.duration)
-    rows = [[t.mini_batch, t.try_number, t.status, f"{t.duration:.3f}", f"{t.run_time:.3f}",
-             t.total, t.process, t.pid, t.where,
-             logs.timestamp(t.start) if t.start is not None else ""] for t in slowest]
+    rows: list[list[object]] = [
+        [t.mini_batch, t.try_number, t.status, f"{t.duration:.3f}", f"{t.run_time:.3f}",
+         t.total, t.process, t.pid or "-", _where(t), logs.timestamp(t.start)] for t in slowest]
     parts.append(_table("slowest", ["mini-batch", "try", "status", "duration s", "run() s",
                                     "items", "process", "pid", "node", "start"],
                         rows, numeric=frozenset({0, 1, 3, 4, 5})))
     return "\n".join(parts)
 
 
-def _errors_section(lines: list[str] | None) -> str:
+def _errors_section(errors: list[ErrorEvent]) -> str:
     parts = ["<h2>Errors</h2>"]
-    groups = group_errors(lines or [])
+    groups = group_errors(errors)
     if not groups:
-        parts.append(_note(f"no errors recorded in {logs.USER_ERROR_SUMMARY}."))
+        parts.append(_note("no errors recorded."))
         return "\n".join(parts)
     total = sum(g.count for g in groups)
     parts.append(f'<p><span id="error-count">{total}</span> errors of '
@@ -423,29 +411,46 @@ def _errors_section(lines: list[str] | None) -> str:
         f'<tr class="error-group"><td class="num">{g.count}</td>'
         f"<td><code>{_e(g.signature)}</code></td><td>{_e(g.first_time)}</td>"
         f"<td>{_e(g.first_where)}</td><td>{_e(g.example)}</td>"
-        f"<td>{_log_link(g.details) if g.details else ''}</td></tr>"
+        f"<td>{_log_link(g.details)}</td></tr>"
         for g in groups)
     parts.append(f'<table id="errors"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     return "\n".join(parts)
 
 
+def _usage_series(location: OutputLocation, ip: str) -> tuple[_Series, _Series] | None:
+    """The node's cpu and memory use over time, when it has samples."""
+    samples = []
+    for row in _read_csv(location, perf_rel(ip, NODE_USAGE)) or []:
+        t = _epoch(row.get("time", ""))
+        if t is not None:
+            samples.append((t, row))
+    if not samples:
+        return None
+    return (_Series(ip, [(t, _number(r.get("cpu_percent"))) for t, r in samples]),
+            _Series(ip, [(t, _number(r.get("memory_percent"))) for t, r in samples]))
+
+
+def _disk_rows(location: OutputLocation, ip: str) -> list[list[object]]:
+    """The last sample of each of the node's disks."""
+    last: dict[str, dict[str, str]] = {}
+    for row in _read_csv(location, perf_rel(ip, DISK_USAGE)) or []:
+        last[row.get("mount", "?")] = row
+    return [[ip, mount, r.get("total_gb", ""), r.get("used_gb", ""), r.get("free_gb", ""),
+             r.get("percent", "")] for mount, r in sorted(last.items())]
+
+
 def _resources_section(location: OutputLocation) -> str:
     parts = ["<h2>Resources</h2>"]
-    cpu, memory, process_rows, disk_rows = [], [], [], []
+    cpu, memory = [], []
+    process_rows: list[list[object]] = []
+    disk_rows: list[list[object]] = []
     for ip in sorted(location.listdir(PERF_DIR)):
-        node_rows = _read_csv(location, perf_rel(ip, NODE_USAGE)) or []
-        times = [(_epoch(r.get("time", "")), r) for r in node_rows]
-        times = [(t, r) for t, r in times if t is not None]
-        if times:
-            cpu.append(_Series(ip, [(t, _number(r.get("cpu_percent"))) for t, r in times]))
-            memory.append(_Series(ip, [(t, _number(r.get("memory_percent"))) for t, r in times]))
-        samples = _read_csv(location, perf_rel(ip, PROCESSES_USAGE)) or []
-        process_rows += _process_summary(ip, samples)
-        last_disk: dict[str, dict[str, str]] = {}
-        for row in _read_csv(location, perf_rel(ip, DISK_USAGE)) or []:
-            last_disk[row.get("mount", "?")] = row
-        disk_rows += [[ip, mount, r.get("total_gb", ""), r.get("used_gb", ""), r.get("free_gb", ""),
-                       r.get("percent", "")] for mount, r in sorted(last_disk.items())]
+        usage = _usage_series(location, ip)
+        if usage is not None:
+            cpu.append(usage[0])
+            memory.append(usage[1])
+        process_rows += _process_summary(ip, _read_csv(location, perf_rel(ip, PROCESSES_USAGE)) or [])
+        disk_rows += _disk_rows(location, ip)
     if not (cpu or process_rows or disk_rows):
         parts.append(_note(f"no resource files under {PERF_DIR}/ (resource_monitor_interval 0, "
                            "or the job ran before the monitor started)."))
@@ -509,20 +514,20 @@ ul.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:4px 16px;mar
 """
 
 
-def render_report(location: OutputLocation, errors: list[str] | None = None) -> str:
-    """The page's HTML; ``errors`` are error event lines (by default: logs/user/error.txt)."""
-    if errors is None:
-        text = _read_text(location, logs.USER_ERROR_SUMMARY)
-        errors = text.splitlines() if text is not None else None
-    rows = _read_csv(location, PROCESSED_MINI_BATCHES)
-    tries = _parse_tries(rows) if rows is not None else None
+def render_report(location: OutputLocation, result: JobResult | None = None,
+                  events: JobEvents | None = None) -> str:
+    """The page's HTML; what is not given is read from ``location``."""
+    if result is None:
+        result = _read_result(location)
+    if events is None:
+        events = read_events(location)
     body = "\n".join([
         "<h1>Job report</h1>",
         f'<p class="meta">{_e(location.display())} &middot; built {_e(logs.timestamp())}</p>',
-        _summary_section(location, tries),
-        _progress_section(tries),
-        _slowest_section(tries),
-        _errors_section(errors),
+        _summary_section(location, result, events.tries),
+        _progress_section(events.tries),
+        _slowest_section(events.tries),
+        _errors_section(events.errors),
         _resources_section(location),
     ])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -533,7 +538,8 @@ def render_report(location: OutputLocation, errors: list[str] | None = None) -> 
             f"<body>\n{body}\n</body></html>\n")
 
 
-def write_job_report(location: OutputLocation, errors: list[str] | None = None) -> str:
-    """Write logs/job_report.html from the logs in ``location``; returns where it is."""
-    location.write_atomic(REPORT, render_report(location, errors).encode("utf-8"))
+def write_job_report(location: OutputLocation, result: JobResult | None = None,
+                     events: JobEvents | None = None) -> str:
+    """Write logs/job_report.html (from ``location`` for what is not given); where it is."""
+    location.write_atomic(REPORT, render_report(location, result, events).encode("utf-8"))
     return location.display(REPORT)

@@ -9,7 +9,7 @@ Worker processes only ever write to local disk. With a remote output, each node 
 staging folder (its logs, and records on their way); the node uploads records as they finish
 and logs every so often (see ``engine/node.py``).
 
-Layout under the output folder (SPEC.md, "Outputs and logs", plus our own state)::
+Layout under the output folder (the logs, see logs.py, plus our own state)::
 
     parallel_run_step.txt
     logs/...                          see logs.py
@@ -18,6 +18,7 @@ Layout under the output folder (SPEC.md, "Outputs and logs", plus our own state)
     .parallel_run/results/<writer>.log          durable records, appended by each process
     .parallel_run/results/NNNNN/NNNNNNNNN.rec   (remote output) one record object each
     .parallel_run/counts/node-K.json  live counts of node K, read by the others
+    .parallel_run/events/<ip>/<process>.jsonl   tries and errors of each process (events.py)
 """
 
 from __future__ import annotations
@@ -348,12 +349,14 @@ class RemoteLocation(OutputLocation):
             return False
         return True
 
-    def upload_tree(self, local_root: str, skip: tuple[str, ...] = (STATE_DIR,)) -> None:
-        """Copy every file under ``local_root`` to the same relative path here."""
+    def upload_tree(self, local_root: str,
+                    skip: tuple[str, ...] = (f"{STATE_DIR}/results",)) -> None:
+        """Copy every file under ``local_root`` to the same relative path here, but for the
+        folders ``skip`` (by default a node's staged records: it puts each one itself)."""
         for dirpath, dirnames, filenames in os.walk(local_root):
             rel_dir = os.path.relpath(dirpath, local_root)
-            if rel_dir == ".":
-                dirnames[:] = [d for d in dirnames if d not in skip]
+            parent = "" if rel_dir == "." else f"{rel_dir}/".replace(os.sep, "/")
+            dirnames[:] = [d for d in dirnames if parent + d not in skip]
             for name in filenames:
                 if name.endswith(".tmp"):
                     continue

@@ -1,28 +1,31 @@
-"""logs/job_report.html: built from a job's logs, self-contained, and rendered by Chromium."""
+"""logs/job_report.html: built from a job's result and events, self-contained, rendered by Chromium."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
 import subprocess
+from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
+from airflow_parallel_run.events import ErrorEvent, TryEvent, event_log, to_line
 from airflow_parallel_run.monitor import DISK_COLUMNS, NODE_COLUMNS, PROCESS_COLUMNS
+from airflow_parallel_run.reduce import JobResult
 from airflow_parallel_run.report import group_errors, write_job_report
 from airflow_parallel_run.storage import LocalLocation
+from airflow_parallel_run.thresholds import Totals
 
-JOB_RESULT = """\
-FAILED
-reason: 2 mini-batches failed: more than error_threshold 1 (mini_batch_error_threshold)
-mini-batches: 12 planned, 11 done, 2 failed, 1 without a result
-items: 120 planned, 83 succeeded, 27 failed
-output: none
-elapsed: 41.3 s
-see logs/user/error.txt: 7 errors, first: ...
-"""
+RESULT = JobResult(
+    success=False,
+    reason="2 mini-batches failed: more than error_threshold 1 (mini_batch_error_threshold)",
+    totals=Totals(mini_batches_done=11, failed_mini_batches=2, succeeded_items=83, failed_items=27),
+    mini_batch_count=12, item_count=120, output_dir="/out", missing_mini_batches=1,
+    elapsed_seconds=41.3)
 
 # node 0 (10.0.0.4: process000, process001) and node 1 (10.0.0.5: process002, process003).
 # Mini-batch 3 fails once, 9 dies once, 7 times out twice and 11 fails twice (both failed for
@@ -52,23 +55,32 @@ def start(second: float) -> str:
     return f"{T0}{20 + second:06.3f}Z"
 
 
-ERRORS = [  # logs/user/error.txt as the reducer gathers it: oldest first
-    "{t} process001 pid 4102 mini-batch 3 try 1: ValueError: bad row 17 in '/data/in/f0003.csv'"
-    " (details: logs/user/error/10.0.0.4/process001.txt)",
-    "{t} process003 pid 4301 mini-batch 7 try 1: run() timed out after 5 s (run_invocation_timeout);"
-    " the worker and its child processes were killed (details: logs/user/error/10.0.0.5/process003.txt)",
-    "{t} process002 pid 4201 mini-batch 11 try 1: ValueError: bad row 4 in '/data/in/f0011.csv'"
-    " (details: logs/user/error/10.0.0.5/process002.txt)",
-    "{t} process000 pid 4001 mini-batch 9 try 1: the worker process died during run() (killed by"
-    " signal SIGKILL) (details: logs/user/error/10.0.0.4/process000.txt)",
-    "{t} process002 pid 4201 mini-batch 11 try 2: ValueError: bad row 4 in '/data/in/f0011.csv'"
-    " (details: logs/user/error/10.0.0.5/process002.txt)",
-    "{t} process003 pid 4302 mini-batch 7 try 2: run() timed out after 5 s (run_invocation_timeout);"
-    " the worker and its child processes were killed (details: logs/user/error/10.0.0.5/process003.txt)",
-    "{t} process001 pid 4103 init: RuntimeError: model <b>v2</b> & \"friends\" not found"
-    " (details: logs/user/error/10.0.0.4/process001.txt)",
+ERRORS = [  # ip, process, pid, mini-batch (None: init), try, error; oldest first
+    ("10.0.0.4", "process001", 4102, 3, 1, "ValueError: bad row 17 in '/data/in/f0003.csv'"),
+    ("10.0.0.5", "process003", 4301, 7, 1, "run() timed out after 5 s (run_invocation_timeout);"
+     " the worker and its child processes were killed"),
+    ("10.0.0.5", "process002", 4201, 11, 1, "ValueError: bad row 4 in '/data/in/f0011.csv'"),
+    ("10.0.0.4", "process000", 4001, 9, 1, "the worker process died during run() (killed by"
+     " signal SIGKILL)"),
+    ("10.0.0.5", "process002", 4201, 11, 2, "ValueError: bad row 4 in '/data/in/f0011.csv'"),
+    ("10.0.0.5", "process003", 4302, 7, 2, "run() timed out after 5 s (run_invocation_timeout);"
+     " the worker and its child processes were killed"),
+    ("10.0.0.4", "process001", 4103, None, None,
+     'RuntimeError: model <b>v2</b> & "friends" not found'),
 ]
 ERROR_SECONDS = [2.0, 5.2, 4.6, 7.5, 5.5, 10.4, 9.9]
+
+
+def epoch(second: float) -> float:
+    return datetime.fromisoformat(start(second)).timestamp()
+
+
+def error_events() -> list[ErrorEvent]:
+    return [ErrorEvent(epoch(second), 0, ip, process, pid,
+                       "init" if index is None else f"mini-batch {index} try {try_}", index,
+                       try_, error, "Traceback ...")
+            for (ip, process, pid, index, try_, error), second
+            in zip(ERRORS, ERROR_SECONDS, strict=True)]
 
 
 def write(root: Path, rel: str, text: str) -> None:
@@ -78,15 +90,16 @@ def write(root: Path, rel: str, text: str) -> None:
 
 
 def write_job_logs(root: Path, perf: bool = True) -> None:
-    write(root, "logs/job_result.txt", JOB_RESULT)
-    rows = ["node,ip,process,pid,mini_batch,try,status,total,succeeded,failed,start,duration_s,"
-            "run_time_s"]
+    """What a reducer leaves for the report: its result, the nodes' events, resource files."""
+    write(root, "logs/job_result.json", json.dumps(RESULT.to_dict()))
     for node, ip, process, pid, index, try_, status, total, ok, second, duration in TRIES:
-        rows.append(f"{node},{ip},{process},{pid},{index},{try_},{status},{total},{ok},"
-                    f"{total - ok},{start(second)},{duration:.3f},{duration - 0.05:.3f}")
-    write(root, "logs/sys/job_report/processed_mini_batches.csv", "\n".join(rows) + "\n")
-    write(root, "logs/user/error.txt",
-          "".join(line.format(t=start(s)) + "\n" for line, s in zip(ERRORS, ERROR_SECONDS, strict=True)))
+        event = TryEvent(node, ip, process, pid, index, try_, status, total, ok, epoch(second),
+                         duration, duration - 0.05)
+        with open_event_log(root, ip, process) as log:
+            log.write(to_line(event))
+    for event in error_events():
+        with open_event_log(root, event.ip, event.process) as log:
+            log.write(to_line(event))
     if perf:
         for ip, workers, base in (("10.0.0.4", ("process000", "process001"), 40.0),
                                   ("10.0.0.5", ("process002", "process003"), 70.0)):
@@ -101,6 +114,12 @@ def write_job_logs(root: Path, perf: bool = True) -> None:
             write(root, f"logs/perf/{ip}/node_resource_usage.csv", "\n".join(node) + "\n")
             write(root, f"logs/perf/{ip}/processes_resource_usage.csv", "\n".join(procs) + "\n")
             write(root, f"logs/perf/{ip}/node_disk_usage.csv", "\n".join(disk) + "\n")
+
+
+def open_event_log(root: Path, ip: str, process: str) -> TextIO:
+    path = root / event_log(ip, process)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a")
 
 
 @pytest.fixture
@@ -218,8 +237,7 @@ def test_without_perf_files_the_resource_section_is_a_note(tmp_path):
 # -- grouping errors (what the reducer reuses for logs/user/error.txt) ---------------------------
 
 def test_group_errors_puts_the_most_frequent_first_and_keeps_the_earliest():
-    lines = [line.format(t=start(s)) for line, s in zip(ERRORS, ERROR_SECONDS, strict=True)]
-    groups = group_errors(lines)
+    groups = group_errors(error_events())
     assert [g.count for g in groups] == [3, 2, 1, 1]
     died = next(g for g in groups if "died" in g.signature)
     assert died.signature == "the worker process died during run() (killed by signal SIGKILL)"
@@ -231,10 +249,10 @@ def test_group_errors_puts_the_most_frequent_first_and_keeps_the_earliest():
 
 
 def test_group_errors_tells_different_exceptions_with_the_same_message_apart():
-    lines = [f"{start(1)} process000 pid 1 mini-batch 1 try 1: KeyError: 'a' (details: x.txt)",
-             f"{start(2)} process000 pid 1 mini-batch 2 try 1: ValueError: 'a' (details: x.txt)",
-             f"{start(3)} process000 pid 1 mini-batch 3 try 1: KeyError: 'b' (details: x.txt)"]
-    assert [(g.signature, g.count) for g in group_errors(lines)] == [
+    errors = [ErrorEvent(epoch(second), 0, "ip", "process000", 1, f"mini-batch {second} try 1",
+                         second, 1, error)
+              for second, error in ((1, "KeyError: 'a'"), (2, "ValueError: 'a'"), (3, "KeyError: 'b'"))]
+    assert [(g.signature, g.count) for g in group_errors(errors)] == [
         ("KeyError: <str>", 2), ("ValueError: <str>", 1)]
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
-from .. import logs
+from .. import events, logs
 from ..config import ParallelRunConfig
 from ..inputs import SideInput
 from ..masking import Masker
@@ -628,8 +628,7 @@ class Node:
             slot.process = None
             error = (f"init() timed out after {self.config.effective_init_timeout:g} s "
                      "(init_timeout); the worker was killed")
-            self.work.append_text(logs.user_error(self.spec.ip, slot.name),
-                                  logs.error_event(slot.name, process.pid, "init", error))
+            self._error_event(slot.name, process.pid, None, error)
             self._init_failed(slot, error)
         elif slot.state == BUSY:
             task = slot.task
@@ -669,8 +668,7 @@ class Node:
         elif state == STARTING:
             error = (f"the worker process died before init() finished ({how}); see "
                      f"{logs.user_stderr(self.spec.ip, slot.name)}")
-            self.work.append_text(logs.user_error(self.spec.ip, slot.name),
-                                  logs.error_event(slot.name, process.pid, "init", error))
+            self._error_event(slot.name, process.pid, None, error)
             self._init_failed(slot, error, already_gone=True)
 
     def _init_failed(self, slot: _Slot, error: str, already_gone: bool = False) -> None:
@@ -741,17 +739,18 @@ class Node:
         if self.config.logging_level == "DEBUG":
             self._append_log(logs.sys_node_log(self.spec.ip, process), logs.line(f"DEBUG {text}"))
 
-    def _error_event(self, process: str, pid: int | None, task: _Task, error: str,
+    def _error_event(self, process: str, pid: int | None, task: _Task | None, error: str,
                      details: str = "") -> None:
-        self.work.append_text(
-            logs.user_error(self.spec.ip, process),
-            logs.error_event(process, pid, f"mini-batch {task.batch.index} try {task.try_number}",
-                             error, details))
+        """An error of a try (``task``), or of init() when there is no task."""
+        events.write_error(self.work, events.ErrorEvent.now(
+            self.spec.node_index, self.spec.ip, process, pid, error, details,
+            task.batch.index if task else None, task.try_number if task else None))
 
     def _fetch_earlier_logs(self) -> None:
         """A node task run again appends to its processes' logs, not over them."""
         for slot in self.slots:
-            for rel in logs.process_logs(self.spec.ip, slot.name):
+            for rel in (*logs.process_logs(self.spec.ip, slot.name),
+                        events.event_log(self.spec.ip, slot.name)):
                 target = self.work.path(rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.location.get_file(rel, str(target))
@@ -774,13 +773,11 @@ class Node:
     def _sys_line(self, slot: _Slot, task: _Task, status: str, run_seconds: float,
                   record: MiniBatchRecord | None, pid: int | None = None) -> None:
         now = time.monotonic()
-        started = time.time() - (now - slot.since)
         total = record.total if record else self._size(task)
-        ok = record.succeeded if record else 0
-        self._append_log(
-            logs.sys_node_log(self.spec.ip, slot.name),
-            f"{logs.timestamp()} node={self.spec.node_index} ip={self.spec.ip} pid={pid or (slot.process.pid if slot.process else '-')} "
-            f"mini_batch={task.batch.index} try={task.try_number} status={status} total={total} "
-            f"succeeded={ok} failed={total - ok} start={logs.timestamp(started)} "
-            f"duration={now - slot.since:.3f} run_time={run_seconds:.3f}\n",
-        )
+        event = events.TryEvent(
+            self.spec.node_index, self.spec.ip, slot.name,
+            pid or (slot.process.pid if slot.process else None), task.batch.index,
+            task.try_number, status, total, record.succeeded if record else 0,
+            time.time() - (now - slot.since), now - slot.since, run_seconds)
+        self._append_log(events.event_log(self.spec.ip, slot.name), events.to_line(event))
+        self._append_log(logs.sys_node_log(self.spec.ip, slot.name), event.sys_line())

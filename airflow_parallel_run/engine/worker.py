@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 from types import ModuleType
 from typing import Any
 
-from .. import entry_script, logs
+from .. import entry_script, events, logs
 from ..masking import Masker, MaskingFilter, MaskingStream
 from ..results import OK, MiniBatchRecord, RecordLog
 from ..storage import LocalLocation
@@ -140,16 +140,18 @@ class Worker:
 
     # -- errors ---------------------------------------------------------------------------------
 
-    def _write_traceback(self, what: str) -> str:
-        """Append the current exception's traceback to this process's error log; one line back."""
+    def _write_traceback(self, failed: str | RunMiniBatch) -> str:
+        """Write the current exception, raised in ``failed`` ("init", "shutdown" or a try of a
+        mini-batch), as this process's error event with its traceback; its one line back."""
         exc_type, exc, _ = sys.exc_info()
         error = (f"{exc_type.__name__ if exc_type else 'Error'}: {exc}".splitlines() or ["Error"])[0]
         error = self.masker.mask(error)
-        self.location.append_text(
-            logs.user_error(self.spec.ip, self.name),
-            logs.error_event(self.name, os.getpid(), what, error,
-                             self.masker.mask(traceback.format_exc())),
-        )
+        where: dict[str, Any] = {"what": failed}
+        if isinstance(failed, RunMiniBatch):
+            where = {"mini_batch": failed.index, "try_number": failed.try_number}
+        events.write_error(self.location, events.ErrorEvent.now(
+            self.spec.node_index, self.spec.ip, self.name, os.getpid(), error,
+            self.masker.mask(traceback.format_exc()), **where))
         return error
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -222,7 +224,7 @@ class Worker:
         try:
             mini_batch: Any = task.items if task.piece is None else self._read_table(task)
         except BaseException as exc:
-            error = self._write_traceback(f"mini-batch {task.index} try {task.try_number}")
+            error = self._write_traceback(task)
             self.conn.send(MiniBatchFailed(task.index, error, 0.0,
                                            retryable=getattr(exc, "retryable", True),
                                            total=self._failed_table_size(task)))
@@ -242,7 +244,7 @@ class Worker:
             count, payload, header = encode_result(result, spec)
         except BaseException:
             run_seconds = time.perf_counter() - started
-            error = self._write_traceback(f"mini-batch {task.index} try {task.try_number}")
+            error = self._write_traceback(task)
             self.conn.send(MiniBatchFailed(task.index, error, run_seconds, total=total))
             return
         finally:
