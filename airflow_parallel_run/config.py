@@ -61,12 +61,12 @@ class MiniBatchSize:
     def parse(cls, value: Any, what: str = "mini_batch_size") -> MiniBatchSize:
         """``10``, ``"10"``, ``"64KB"`` or ``"1GB"`` (``k``, ``m``, ``g`` in either case)."""
         if isinstance(value, MiniBatchSize):
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | str):
+            size = value
+        elif isinstance(value, bool) or not isinstance(value, int | str):
             raise ConfigError(
                 f"{what} = {value!r}: must be an int or a string like '10', '64KB', '10MB', '1GB'"
             )
-        if isinstance(value, int):
+        elif isinstance(value, int):
             size = cls(value)
         else:
             match = SIZE_PATTERN.match(value.strip())

@@ -23,15 +23,13 @@ from ..errors import ConfigError
 
 
 class ConfigTemplate:
-    """ParallelRunConfig's keyword arguments, where the fields in ``template_fields`` may be
-    ``"{{ ... }}"``.
+    """ParallelRunConfig's keyword arguments, where the fields that may come from Params
+    (``TEMPLATABLE_FIELDS``) may be ``"{{ ... }}"``.
 
     :param fields: the same keyword arguments as ParallelRunConfig; ``mini_batch_size``,
         ``node_count``, ``process_count_per_node``, ``logging_level``,
         ``run_invocation_timeout``, ``run_max_try`` and ``error_threshold`` may be templated
     """
-
-    template_fields = TEMPLATABLE_FIELDS
 
     def __init__(self, **fields: Any) -> None:
         unknown = sorted(set(fields) - set(FIELD_NAMES))
