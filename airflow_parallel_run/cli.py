@@ -11,10 +11,10 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from . import logs
-from .config import FIELD_NAMES, ParallelRunConfig
+from .config import FIELD_NAMES, LOGGING_LEVELS, OUTPUT_ACTIONS, ParallelRunConfig, values_from_text
 from .errors import ParallelRunError
 from .inputs import FileDataset, SideInput
 
@@ -22,7 +22,7 @@ INPUT_TYPES = ("files", "csv", "parquet", "jsonl")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(2, f"parallel-run: error: {message}\n")
 
 
@@ -40,19 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mini-batch-size", help="files per mini-batch (10), or bytes for tables (1MB)")
     p.add_argument("--error-threshold", type=int)
     p.add_argument("--allowed-failed-count", type=int)
-    p.add_argument("--allowed-failed-percent", type=float)
-    p.add_argument("--output-action", choices=("append_row", "summary_only"))
+    p.add_argument("--allowed-failed-percent")
+    p.add_argument("--output-action", choices=OUTPUT_ACTIONS)
     p.add_argument("--append-row-file-name")
     p.add_argument("--append-row-dataframe-header", action="store_true", default=None)
     p.add_argument("--append-row-separator")
     p.add_argument("--node-count", type=int)
     p.add_argument("--process-count-per-node", type=int)
-    p.add_argument("--run-invocation-timeout", type=float)
+    p.add_argument("--run-invocation-timeout")
     p.add_argument("--run-max-try", type=int)
-    p.add_argument("--init-timeout", type=float)
-    p.add_argument("--logging-level", choices=("WARNING", "INFO", "DEBUG"))
+    p.add_argument("--init-timeout")
+    p.add_argument("--logging-level", choices=LOGGING_LEVELS)
     p.add_argument("--partition-keys", help="comma-separated column names (tabular)")
-    p.add_argument("--resource-monitor-interval", type=float)
+    p.add_argument("--resource-monitor-interval")
     p.add_argument("--source-directory")
     p.add_argument("--environment-variable", action="append", default=[], metavar="NAME=VALUE",
                    dest="environment_variables")
@@ -84,18 +84,14 @@ def make_dataset(input_type: str, path: str, name: str) -> Any:
 
 
 def config_from_args(ns: argparse.Namespace) -> ParallelRunConfig:
-    fields: dict[str, Any] = {"entry_script": ns.entry_script}
-    for name in FIELD_NAMES:
-        value = getattr(ns, name, None)
-        if name in ("entry_script", "environment_variables") or value is None:
-            continue
-        fields[name] = value
-    if ns.mini_batch_size is not None and ns.mini_batch_size.strip().isdigit():
-        fields["mini_batch_size"] = int(ns.mini_batch_size)
-    for name in ("run_invocation_timeout", "init_timeout", "resource_monitor_interval",
-                 "allowed_failed_percent"):
-        if isinstance(fields.get(name), float) and fields[name].is_integer():
-            fields[name] = int(fields[name])
+    """The options given, read by their fields' rules (``"2.5"`` -> 2.5 seconds) and checked.
+
+    Integers are read by argparse itself (its refusal names the option); the other strings
+    are read as a rendered template would be, so both get the same values and messages.
+    """
+    given = {name: getattr(ns, name, None) for name in FIELD_NAMES
+             if name != "environment_variables"}
+    fields = values_from_text({name: value for name, value in given.items() if value is not None})
     if ns.environment_variables:
         fields["environment_variables"] = _pairs(ns.environment_variables, "--environment-variable")
     return ParallelRunConfig(**fields)

@@ -1,14 +1,20 @@
-"""ParallelRunConfig: every knob of a job, checked where it is made.
+"""ParallelRunConfig: every knob of a job, each checked by its rule when the config is made.
 
-Values that Airflow fills in later (``"{{ params.x }}"``) are accepted as they are for the
-fields that may come from params, and checked again by :meth:`ParallelRunConfig.rendered`.
+A ParallelRunConfig holds plain values only (ints, floats, bools, tuples, dicts, Enums and a
+parsed :class:`MiniBatchSize`), so the engine runs with exactly what it reads. The rules are
+one table, :data:`RULES`: field -> how a value is checked and how a string becomes one.
+Values that Airflow fills in later (``"{{ params.x }}"``) belong to the Airflow layer's
+``ConfigTemplate``, which renders them into a ParallelRunConfig through these same rules, as
+the command line does with its option strings (:func:`values_from_text`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,204 +26,308 @@ _UNITS = {"": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 DEFAULT_FILES_PER_MINI_BATCH = 10
 DEFAULT_TABULAR_MINI_BATCH_BYTES = 1024**2
 
-OUTPUT_ACTIONS = ("append_row", "summary_only")
-LOGGING_LEVELS = ("WARNING", "INFO", "DEBUG")
 
-# Fields a DAG may take from Params ("{{ params.x }}"); SPEC.md, "Airflow".
-TEMPLATABLE_FIELDS = (
-    "mini_batch_size",
-    "node_count",
-    "process_count_per_node",
-    "logging_level",
-    "run_invocation_timeout",
-    "run_max_try",
-    "error_threshold",
-)
+class OutputAction(enum.StrEnum):
+    APPEND_ROW = "append_row"
+    SUMMARY_ONLY = "summary_only"
+
+
+class LoggingLevel(enum.StrEnum):
+    WARNING = "WARNING"
+    INFO = "INFO"
+    DEBUG = "DEBUG"
+
+
+OUTPUT_ACTIONS = tuple(action.value for action in OutputAction)
+LOGGING_LEVELS = tuple(level.value for level in LoggingLevel)
 
 
 def is_template(value: Any) -> bool:
     return isinstance(value, str) and "{{" in value
 
 
-def parse_size(value: int | str, *, what: str = "mini_batch_size") -> tuple[int, bool]:
-    """Return (number, has_unit) of a size such as ``10``, ``"10"``, ``"64KB"`` or ``"1GB"``."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ConfigError(
-            f"{what} = {value!r}: must be an int or a string like '10', '64KB', '10MB', '1GB'"
-        )
-    if isinstance(value, int):
-        if value < 1:
+@dataclass(frozen=True, repr=False)
+class MiniBatchSize:
+    """mini_batch_size, parsed: a number and the unit it was written with ('' for none).
+
+    A plain number is a count of files for a file input and bytes for a tabular one; a size
+    with a unit (``'64KB'``) is bytes, for tabular inputs only.
+    """
+
+    number: int
+    unit: str = ""
+
+    @classmethod
+    def parse(cls, value: Any, what: str = "mini_batch_size") -> MiniBatchSize:
+        """``10``, ``"10"``, ``"64KB"`` or ``"1GB"`` (``k``, ``m``, ``g`` in either case)."""
+        if isinstance(value, MiniBatchSize):
+            size = value
+        elif isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(
+                f"{what} = {value!r}: must be an int or a string like '10', '64KB', '10MB', '1GB'"
+            )
+        elif isinstance(value, int):
+            size = cls(value)
+        else:
+            match = SIZE_PATTERN.match(value.strip())
+            if not match:
+                raise ConfigError(f"{what} = {value!r}: must match ^\\d+([kKmMgG][bB])?$ "
+                                  "(e.g. '10', '64KB', '10MB', '1GB')")
+            size = cls(int(match.group(1)), match.group(2) or "")
+        if size.in_bytes < 1:
             raise ConfigError(f"{what} = {value!r}: must be >= 1")
-        return value, False
-    match = SIZE_PATTERN.match(value.strip())
-    if not match:
-        raise ConfigError(
-            f"{what} = {value!r}: must match ^\\d+([kKmMgG][bB])?$ (e.g. '10', '64KB', '10MB', '1GB')"
-        )
-    number = int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
-    if number < 1:
-        raise ConfigError(f"{what} = {value!r}: must be >= 1")
-    return number, bool(match.group(2))
+        return size
+
+    @property
+    def has_unit(self) -> bool:
+        return bool(self.unit)
+
+    @property
+    def in_bytes(self) -> int:
+        return self.number * _UNITS[self.unit.lower()]
+
+    @property
+    def value(self) -> int | str:
+        """As a user writes it, and as ``to_dict`` stores it: ``10`` or ``'64KB'``."""
+        return f"{self.number}{self.unit}" if self.unit else self.number
+
+    def __repr__(self) -> str:  # messages quote the size as the user wrote it
+        return repr(self.value)
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} = {value!r}: must be an integer")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ConfigError(f"{name} = {value!r}: must be {bound}")
+def parse_size(value: int | str | MiniBatchSize, *, what: str = "mini_batch_size") -> tuple[int, bool]:
+    """Return (number of bytes or items, has_unit) of a size such as ``10`` or ``"64KB"``."""
+    size = MiniBatchSize.parse(value, what)
+    return size.in_bytes, size.has_unit
 
 
-def _check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} = {value!r}: must be a number of seconds")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} = {value!r}: must be {'>= 0' if allow_zero else '> 0'} seconds")
+# -- the rule of each field ----------------------------------------------------------------------
+#
+# A check takes (field name, value) and returns the value to store, or raises a ConfigError
+# whose message names the field, the value and the rule.
+
+Check = Callable[[str, Any], Any]
 
 
-def _coerce_number(value: Any) -> Any:
-    """Turn ``"3"`` / ``"2.5"`` (a rendered template or a CLI string) into a number."""
-    if isinstance(value, str):
-        text = value.strip()
-        for kind in (int, float):
-            try:
-                return kind(text)
-            except ValueError:
-                pass
+def _non_empty_path(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} = {value!r}: must be a non-empty path")
     return value
+
+
+def _optional_path(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{name} = {value!r}: must be a path or None")
+    return value
+
+
+def _optional_mini_batch_size(name: str, value: Any) -> MiniBatchSize | None:
+    return None if value is None else MiniBatchSize.parse(value, name)
+
+
+def _int_at_least(minimum: int) -> Check:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} = {value!r}: must be an integer")
+        if value < minimum:
+            raise ConfigError(f"{name} = {value!r}: must be >= {minimum}")
+        return value
+
+    return check
+
+
+def _percent(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise ConfigError(f"{name} = {value!r}: must be a number between 0 and 100")
+    return value
+
+
+def _seconds(*, allow_zero: bool = False, optional: bool = False) -> Check:
+    def check(name: str, value: Any) -> float | None:
+        if optional and value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} = {value!r}: must be a number of seconds")
+        # NaN compares false with everything, so it would slip past the bound below.
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ConfigError(f"{name} = {value!r}: must be {bound} seconds")
+        return value
+
+    return check
+
+
+def _one_of(kind: type[enum.StrEnum]) -> Check:
+    choices = [member.value for member in kind]
+
+    def check(name: str, value: Any) -> enum.StrEnum:
+        if not isinstance(value, str) or value not in choices:
+            raise ConfigError(f"{name} = {value!r}: must be one of {', '.join(choices)}")
+        return kind(value)
+
+    return check
+
+
+def _plain_file_name(name: str, value: Any) -> str:
+    if (not isinstance(value, str) or value in ("", ".") or ".." in value
+            or any(c in value for c in "/\\\0")):
+        raise ConfigError(f"{name} = {value!r}: must be a plain file name "
+                          "(no path separator, no '..')")
+    return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} = {value!r}: must be True or False")
+    return value
+
+
+def _separator(name: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 1:
+        raise ConfigError(f"{name} = {value!r}: must be a single character "
+                          "(DataFrame results are written as CSV with it)")
+    return value
+
+
+def _column_names(name: str, value: Any) -> tuple[str, ...] | None:
+    """None, or column names: a list, a tuple, or one string ``"a, b"``."""
+    if value is None:
+        return None
+    keys = [k.strip() for k in value.split(",")] if isinstance(value, str) else value
+    if (not isinstance(keys, list | tuple) or not keys
+            or not all(isinstance(k, str) and k for k in keys)):
+        raise ConfigError(f"{name} = {value!r}: must be a non-empty list of column names")
+    return tuple(keys)
+
+
+def _environment(name: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{name} = {value!r}: must map names (without '=') to string values")
+    return dict(value)  # a copy: the caller's dict may change after the config is made
+
+
+def _int_text(text: str) -> int | str:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return text  # left for the rule to refuse, naming the value
+
+
+def _number_text(text: str) -> float | str:
+    for kind in (int, float):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            pass
+    return text
+
+
+def _as_written(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """How one field is checked, and how a string (a rendered template, an option) becomes it."""
+
+    check: Check
+    from_text: Callable[[str], Any] = _as_written
+    templatable: bool = False  # may come from Airflow Params ("{{ params.x }}")
+
+
+RULES: dict[str, FieldRule] = {
+    "entry_script": FieldRule(_non_empty_path),
+    "source_directory": FieldRule(_optional_path),
+    "mini_batch_size": FieldRule(_optional_mini_batch_size, templatable=True),
+    "error_threshold": FieldRule(_int_at_least(-1), _int_text, templatable=True),
+    "allowed_failed_count": FieldRule(_int_at_least(-1), _int_text),
+    "allowed_failed_percent": FieldRule(_percent, _number_text),
+    "output_action": FieldRule(_one_of(OutputAction)),
+    "append_row_file_name": FieldRule(_plain_file_name),
+    "append_row_dataframe_header": FieldRule(_bool),
+    "append_row_separator": FieldRule(_separator),
+    "node_count": FieldRule(_int_at_least(1), _int_text, templatable=True),
+    "process_count_per_node": FieldRule(_int_at_least(1), _int_text, templatable=True),
+    "logging_level": FieldRule(_one_of(LoggingLevel), templatable=True),
+    "run_invocation_timeout": FieldRule(_seconds(), _number_text, templatable=True),
+    "run_max_try": FieldRule(_int_at_least(1), _int_text, templatable=True),
+    "init_timeout": FieldRule(_seconds(optional=True), _number_text),
+    "partition_keys": FieldRule(_column_names),
+    "environment_variables": FieldRule(_environment),
+    "resource_monitor_interval": FieldRule(_seconds(allow_zero=True), _number_text),
+}
+
+TEMPLATABLE_FIELDS = tuple(name for name, rule in RULES.items() if rule.templatable)
+
+
+def values_from_text(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Field values given as strings, as their fields take them: ``"3"`` -> 3, ``"2.5"`` -> 2.5.
+
+    Text that is not a number stays text, so that the field's rule refuses it by name; values
+    that are not strings are left as they are.
+    """
+    return {name: RULES[name].from_text(value) if name in RULES and isinstance(value, str)
+            else value for name, value in values.items()}
+
+
+def _refuse_template(name: str, value: Any) -> None:
+    values = value if isinstance(value, list | tuple) else (value,)
+    if not any(is_template(v) for v in values):
+        return
+    if name in TEMPLATABLE_FIELDS:
+        instead = ("or, in a DAG, give these settings to ParallelRunOperator as "
+                   "airflow_parallel_run.airflow.ConfigTemplate(...), which renders them")
+    else:
+        instead = f"only {', '.join(TEMPLATABLE_FIELDS)} may come from a template"
+    raise ConfigError(f"{name} = {value!r}: a template is not rendered in a ParallelRunConfig; "
+                      f"write the value itself, {instead}")
 
 
 @dataclass(frozen=True)
 class ParallelRunConfig:
-    """What to run and how: the fields, defaults and rules of SPEC.md's configuration table."""
+    """What to run and how: every field with its default, checked by its rule in :data:`RULES`.
+
+    Besides the stored types, the constructor takes ``mini_batch_size`` as ``10``, ``"10"``
+    or ``"64KB"``, the two Enums as their strings, and ``partition_keys`` as a list or
+    ``"a, b"``.
+    """
 
     entry_script: str
     source_directory: str | None = None
-    mini_batch_size: int | str | None = None
-    error_threshold: int | str = -1
+    mini_batch_size: MiniBatchSize | None = None
+    error_threshold: int = -1
     allowed_failed_count: int = -1
     allowed_failed_percent: float = 100
-    output_action: str = "append_row"
+    output_action: OutputAction = OutputAction.APPEND_ROW
     append_row_file_name: str = "parallel_run_step.txt"
     append_row_dataframe_header: bool = False
     append_row_separator: str = " "
-    node_count: int | str = 1
-    process_count_per_node: int | str = 1
-    logging_level: str = "INFO"
-    run_invocation_timeout: float | str = 60
-    run_max_try: int | str = 3
+    node_count: int = 1
+    process_count_per_node: int = 1
+    logging_level: LoggingLevel = LoggingLevel.INFO
+    run_invocation_timeout: float = 60
+    run_max_try: int = 3
     init_timeout: float | None = None
     partition_keys: tuple[str, ...] | None = None
     environment_variables: dict[str, str] = field(default_factory=dict)
     resource_monitor_interval: float = 600
 
     def __post_init__(self) -> None:
-        if self.partition_keys is not None and not isinstance(self.partition_keys, tuple):
-            keys = self.partition_keys
-            if isinstance(keys, str):
-                keys = [k.strip() for k in keys.split(",")]
-            object.__setattr__(self, "partition_keys", tuple(keys))
-        if isinstance(self.environment_variables, dict):
-            object.__setattr__(self, "environment_variables", dict(self.environment_variables))
-        self._validate()
-
-    # -- validation -------------------------------------------------------------------------
-
-    def _validate(self) -> None:
-        def checked(name: str) -> bool:
-            """False for a field still holding a template: it is checked after rendering."""
-            return not (name in TEMPLATABLE_FIELDS and is_template(getattr(self, name)))
-
-        for name in ("entry_script", "source_directory", "append_row_file_name",
-                     "append_row_separator", "partition_keys"):
+        for name, rule in RULES.items():
             value = getattr(self, name)
-            values = value if isinstance(value, tuple) else (value,)
-            if any(is_template(v) for v in values):
-                raise ConfigError(
-                    f"{name} = {value!r}: cannot come from a template; only "
-                    f"{', '.join(TEMPLATABLE_FIELDS)} can"
-                )
-        if not isinstance(self.entry_script, str) or not self.entry_script.strip():
-            raise ConfigError(f"entry_script = {self.entry_script!r}: must be a non-empty path")
-        if self.source_directory is not None and not isinstance(self.source_directory, str):
-            raise ConfigError(f"source_directory = {self.source_directory!r}: must be a path or None")
-        if self.mini_batch_size is not None and checked("mini_batch_size"):
-            parse_size(self.mini_batch_size)
-        if checked("error_threshold"):
-            _check_int("error_threshold", self.error_threshold, -1)
-        _check_int("allowed_failed_count", self.allowed_failed_count, -1)
-        if isinstance(self.allowed_failed_percent, bool) or not isinstance(
-            self.allowed_failed_percent, int | float
-        ) or not 0 <= self.allowed_failed_percent <= 100:
-            raise ConfigError(
-                f"allowed_failed_percent = {self.allowed_failed_percent!r}: must be a number between 0 and 100"
-            )
-        if self.output_action not in OUTPUT_ACTIONS:
-            raise ConfigError(
-                f"output_action = {self.output_action!r}: must be one of {', '.join(OUTPUT_ACTIONS)}"
-            )
-        name = self.append_row_file_name
-        if (
-            not isinstance(name, str)
-            or not name
-            or "/" in name
-            or "\\" in name
-            or name == "."
-            or ".." in name
-            or "\0" in name
-        ):
-            raise ConfigError(
-                f"append_row_file_name = {name!r}: must be a plain file name "
-                "(no path separator, no '..')"
-            )
-        if not isinstance(self.append_row_dataframe_header, bool):
-            raise ConfigError(
-                f"append_row_dataframe_header = {self.append_row_dataframe_header!r}: must be True or False"
-            )
-        if not isinstance(self.append_row_separator, str) or len(self.append_row_separator) != 1:
-            raise ConfigError(
-                f"append_row_separator = {self.append_row_separator!r}: must be a single "
-                "character (DataFrame results are written as CSV with it)"
-            )
-        if checked("node_count"):
-            _check_int("node_count", self.node_count, 1)
-        if checked("process_count_per_node"):
-            _check_int("process_count_per_node", self.process_count_per_node, 1)
-        if checked("logging_level") and self.logging_level not in LOGGING_LEVELS:
-            raise ConfigError(
-                f"logging_level = {self.logging_level!r}: must be one of {', '.join(LOGGING_LEVELS)}"
-            )
-        if checked("run_invocation_timeout"):
-            _check_seconds("run_invocation_timeout", self.run_invocation_timeout)
-        if checked("run_max_try"):
-            _check_int("run_max_try", self.run_max_try, 1)
-        if self.init_timeout is not None:
-            _check_seconds("init_timeout", self.init_timeout)
-        if self.partition_keys is not None and (
-            not self.partition_keys
-            or not all(isinstance(k, str) and k for k in self.partition_keys)
-        ):
-            raise ConfigError(
-                f"partition_keys = {self.partition_keys!r}: must be a non-empty list of column names"
-            )
-        if not isinstance(self.environment_variables, dict) or not all(
-            isinstance(k, str) and k and "=" not in k and isinstance(v, str)
-            for k, v in self.environment_variables.items()
-        ):
-            raise ConfigError(
-                f"environment_variables = {self.environment_variables!r}: must map names "
-                "(without '=') to string values"
-            )
-        _check_seconds("resource_monitor_interval", self.resource_monitor_interval, allow_zero=True)
+            _refuse_template(name, value)
+            object.__setattr__(self, name, rule.check(name, value))
 
     # -- derived values ---------------------------------------------------------------------
 
     @property
-    def is_rendered(self) -> bool:
-        return not any(is_template(getattr(self, name)) for name in TEMPLATABLE_FIELDS)
-
-    @property
     def effective_init_timeout(self) -> float:
+        """init_timeout, or by default room for three run() calls and 30 s of start-up."""
         if self.init_timeout is not None:
             return float(self.init_timeout)
         return 3 * float(self.run_invocation_timeout) + 30
@@ -226,49 +336,40 @@ class ParallelRunConfig:
         """mini_batch_size for a file input: a count of files."""
         if self.mini_batch_size is None:
             return DEFAULT_FILES_PER_MINI_BATCH
-        number, has_unit = parse_size(self.mini_batch_size)
-        if has_unit:
+        if self.mini_batch_size.has_unit:
             raise ConfigError(
                 f"mini_batch_size = {self.mini_batch_size!r}: a file input takes a count of files "
                 "(e.g. 10); sizes in bytes such as '10MB' are for tabular inputs"
             )
-        return number
+        return self.mini_batch_size.number
 
     def bytes_per_mini_batch(self) -> int:
         """mini_batch_size for a tabular input: approximate bytes (a plain number is bytes)."""
         if self.mini_batch_size is None:
             return DEFAULT_TABULAR_MINI_BATCH_BYTES
-        return parse_size(self.mini_batch_size)[0]
+        return self.mini_batch_size.in_bytes
 
-    # -- rendering and transport --------------------------------------------------------------
+    def rendered(self) -> ParallelRunConfig:
+        """Itself: a ParallelRunConfig holds no templates (kept for callers that render)."""
+        return self
 
-    def rendered(self, values: dict[str, Any] | None = None) -> ParallelRunConfig:
-        """A copy with rendered template values put in, coerced to numbers, and checked.
-
-        Raises ConfigError naming the field when a value is still a template or breaks a rule.
-        """
-        changes: dict[str, Any] = dict(values or {})
-        for name in TEMPLATABLE_FIELDS:
-            value = changes.get(name, getattr(self, name))
-            if is_template(value):
-                raise ConfigError(f"{name} = {value!r}: the template was not rendered")
-            if name not in ("logging_level", "mini_batch_size"):
-                value = _coerce_number(value)
-            if name == "mini_batch_size" and isinstance(value, str) and value.strip().isdigit():
-                value = int(value)
-            changes[name] = value
-        return dataclasses.replace(self, **changes)
+    # -- transport --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        if self.partition_keys is not None:
-            data["partition_keys"] = list(self.partition_keys)
+        """Plain JSON values, in the form a user writes them (``"64KB"``, ``"INFO"``)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data.update(
+            mini_batch_size=None if self.mini_batch_size is None else self.mini_batch_size.value,
+            output_action=self.output_action.value,
+            logging_level=self.logging_level.value,
+            partition_keys=None if self.partition_keys is None else list(self.partition_keys),
+            environment_variables=dict(self.environment_variables),
+        )
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ParallelRunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - set(FIELD_NAMES))
         if unknown:
             raise ConfigError(f"unknown ParallelRunConfig field(s): {', '.join(unknown)}")
         return cls(**data)

@@ -173,7 +173,8 @@ def script_fingerprint(
 ) -> str:
     """What, besides the inputs, decides a job's results."""
     hasher = hashlib.sha256()
-    settings = {name: getattr(config, name) for name in RESULT_FIELDS}
+    values = config.to_dict()  # JSON values as earlier versions wrote them: resume still matches
+    settings = {name: values[name] for name in RESULT_FIELDS}
     settings["partition_keys"] = list(config.partition_keys or [])
     hasher.update(json.dumps({"settings": settings, "arguments": list(arguments)},
                              sort_keys=True, default=str).encode())

@@ -18,8 +18,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, task
 
-from airflow_parallel_run import FileDataset, ParallelRunConfig, SideInput
-from airflow_parallel_run.airflow import ParallelRunOperator
+from airflow_parallel_run import FileDataset, SideInput
+from airflow_parallel_run.airflow import ConfigTemplate, ParallelRunOperator
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "digits")
 DATA = os.environ.get("DIGITS_DATA") or os.path.join(
@@ -67,7 +67,7 @@ with DAG(
     labels = SideInput(os.path.join(DATA, "labels"), name="labels")
     identify = ParallelRunOperator(
         task_id="identify",
-        parallel_run_config=ParallelRunConfig(
+        parallel_run_config=ConfigTemplate(
             entry_script="identify.py",
             source_directory=EXAMPLE,
             mini_batch_size="{{ params.mini_batch_size }}",

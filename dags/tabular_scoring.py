@@ -15,8 +15,8 @@ import sys
 
 from airflow.sdk import DAG, Param, task
 
-from airflow_parallel_run import ParallelRunConfig, TabularDataset
-from airflow_parallel_run.airflow import ParallelRunOperator
+from airflow_parallel_run import TabularDataset
+from airflow_parallel_run.airflow import ConfigTemplate, ParallelRunOperator
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "tabular")
 DATA = os.environ.get("TABULAR_DATA") or os.path.join(
@@ -54,7 +54,7 @@ with DAG(
 
     score = ParallelRunOperator(
         task_id="score",
-        parallel_run_config=ParallelRunConfig(
+        parallel_run_config=ConfigTemplate(
             entry_script="score.py",
             source_directory=EXAMPLE,
             mini_batch_size="{{ params.mini_batch_size }}",

@@ -1,7 +1,8 @@
-"""ParallelRunConfig: every field's default, its edge values, and every rule it enforces.
+"""ParallelRunConfig: every field's default, its edge values, and every rule it enforces;
+ConfigTemplate: the same rules for the settings a DAG takes from Params.
 
 Each violation must raise ConfigError with a message that names the field, the bad value
-and the rule (SPEC.md, "Configuration (ParallelRunConfig)").
+and the rule.
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ import math
 
 import pytest
 
+from airflow_parallel_run.airflow import ConfigTemplate
 from airflow_parallel_run.config import (
     FIELD_NAMES,
+    RULES,
     TEMPLATABLE_FIELDS,
+    LoggingLevel,
+    MiniBatchSize,
+    OutputAction,
     ParallelRunConfig,
     check_arguments,
 )
@@ -131,7 +137,8 @@ def test_source_directory_must_be_a_path():
 )
 def test_mini_batch_size_valid_values(value, files, nbytes):
     c = make(mini_batch_size=value)
-    assert c.mini_batch_size == value
+    assert isinstance(c.mini_batch_size, MiniBatchSize)
+    assert str(c.mini_batch_size) == str(value)  # kept as the user wrote it
     assert c.bytes_per_mini_batch() == nbytes
     if files is not None:
         assert c.files_per_mini_batch() == files
@@ -212,7 +219,9 @@ def test_allowed_failed_percent_wrong_type(value):
 
 @pytest.mark.parametrize("value", ["append_row", "summary_only"])
 def test_output_action_valid(value):
-    assert make(output_action=value).output_action == value
+    action = make(output_action=value).output_action
+    assert action == value
+    assert action is OutputAction(value)
 
 
 @pytest.mark.parametrize("value", ["append", "APPEND_ROW", "", None, 1])
@@ -288,7 +297,9 @@ def test_counts_wrong_type(name, value):
 
 @pytest.mark.parametrize("value", ["WARNING", "INFO", "DEBUG"])
 def test_logging_level_valid(value):
-    assert make(logging_level=value).logging_level == value
+    level = make(logging_level=value).logging_level
+    assert level == value
+    assert level is LoggingLevel(value)
 
 
 @pytest.mark.parametrize("value", ["LOUD", "ERROR", "", None, 10])
@@ -378,21 +389,24 @@ def test_environment_variables_invalid(value):
     assert_names(msg, "environment_variables", repr(value), "names", "string values")
 
 
-# -- templates ---------------------------------------------------------------------------------
+# -- templates: refused by ParallelRunConfig, kept and rendered by ConfigTemplate ---------------
 
 
-def test_templatable_fields_are_those_of_the_spec():
+def test_templatable_fields_are_those_a_dag_may_take_from_params():
     assert set(TEMPLATABLE_FIELDS) == {
         "mini_batch_size", "node_count", "process_count_per_node", "logging_level",
         "run_invocation_timeout", "run_max_try", "error_threshold",
     }
 
 
+def test_every_field_has_a_rule():
+    assert set(RULES) == set(FIELD_NAMES)
+
+
 @pytest.mark.parametrize("name", TEMPLATABLE_FIELDS)
-def test_template_accepted_at_construction_for_templatable_fields(name):
-    c = make(**{name: TEMPLATE})
-    assert getattr(c, name) == TEMPLATE
-    assert not c.is_rendered
+def test_config_refuses_a_template_and_points_to_config_template(name):
+    msg = refused(**{name: TEMPLATE})
+    assert_names(msg, name, TEMPLATE, "not rendered", "ConfigTemplate")
 
 
 NON_TEMPLATABLE = [
@@ -405,16 +419,54 @@ NON_TEMPLATABLE = [
 
 @pytest.mark.parametrize("name", NON_TEMPLATABLE)
 def test_template_refused_for_other_fields(name):
-    """Only the fields SPEC.md lists may come from Params; an unrendered template elsewhere
-    would be taken literally (a file named '{{ params.x }}'), so it is refused at once."""
+    """An unrendered template would be taken literally (a file named '{{ params.x }}')."""
     msg = refused(**{name: TEMPLATE})
     assert name in msg, msg
 
 
-def test_rendered_without_templates_is_the_same():
-    c = make(node_count=2, mini_batch_size=5)
-    assert c.is_rendered
-    assert c.rendered() == c
+def template(**fields: object) -> ConfigTemplate:
+    fields.setdefault("entry_script", "score.py")
+    return ConfigTemplate(**fields)
+
+
+def template_refused(**fields: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        template(**fields)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("name", TEMPLATABLE_FIELDS)
+def test_config_template_keeps_a_template_of_a_templatable_field(name):
+    t = template(**{name: TEMPLATE})
+    assert t.templates == {name: TEMPLATE}
+    assert t.get(name) == TEMPLATE
+
+
+@pytest.mark.parametrize("name", NON_TEMPLATABLE)
+def test_config_template_refuses_a_template_in_another_field_at_parse_time(name):
+    msg = template_refused(**{name: TEMPLATE})
+    assert_names(msg, name, "cannot come from a template", "mini_batch_size")
+
+
+def test_config_template_checks_a_literal_beside_templates_at_parse_time():
+    msg = template_refused(node_count=TEMPLATE, run_max_try=0)
+    assert_names(msg, "run_max_try", "0", ">= 1")
+
+
+def test_config_template_refuses_an_unknown_field():
+    msg = template_refused(mini_batchsize=3)
+    assert_names(msg, "mini_batchsize", "unknown")
+
+
+def test_config_template_without_templates_renders_to_the_config():
+    c = make(node_count=2, mini_batch_size="64KB", logging_level="DEBUG")
+    assert ConfigTemplate(**c.to_dict()).render() == c
+
+
+def test_render_keeps_the_fields_that_are_no_template():
+    t = template(node_count=TEMPLATE, run_max_try=2, append_row_file_name="out.txt")
+    c = t.render({"node_count": "3"})
+    assert (c.node_count, c.run_max_try, c.append_row_file_name) == (3, 2, "out.txt")
 
 
 @pytest.mark.parametrize(
@@ -427,23 +479,27 @@ def test_rendered_without_templates_is_the_same():
         ("error_threshold", "0", 0),
         ("run_invocation_timeout", "2.5", 2.5),
         ("run_invocation_timeout", "30", 30),
-        ("mini_batch_size", "7", 7),
-        ("mini_batch_size", "64KB", "64KB"),
-        ("logging_level", "DEBUG", "DEBUG"),
+        ("mini_batch_size", "7", MiniBatchSize(7)),
+        ("mini_batch_size", "64KB", MiniBatchSize(64, "KB")),
+        ("logging_level", "DEBUG", LoggingLevel.DEBUG),
     ],
 )
-def test_rendered_coerces_and_checks(name, text, value):
-    c = make(**{name: TEMPLATE})
-    r = c.rendered({name: text})
+def test_render_turns_rendered_strings_into_values(name, text, value):
+    t = template(**{name: TEMPLATE})
+    r = t.render({name: text})
     assert getattr(r, name) == value
     assert type(getattr(r, name)) is type(value)
-    assert r.is_rendered
-    assert getattr(c, name) == TEMPLATE  # the original is untouched
+    assert t.get(name) == TEMPLATE  # the template is untouched
+
+
+def test_render_takes_values_that_are_already_numbers():
+    """Settings come back from XCom as JSON values, and a DAG may render native objects."""
+    assert template(node_count=TEMPLATE).render({"node_count": 3}).node_count == 3
 
 
 def test_rendered_init_timeout_follows_rendered_run_timeout():
-    c = make(run_invocation_timeout=TEMPLATE)
-    assert c.rendered({"run_invocation_timeout": "10"}).effective_init_timeout == 60
+    t = template(run_invocation_timeout=TEMPLATE)
+    assert t.render({"run_invocation_timeout": "10"}).effective_init_timeout == 60
 
 
 @pytest.mark.parametrize(
@@ -462,10 +518,9 @@ def test_rendered_init_timeout_follows_rendered_run_timeout():
         ("run_max_try", "", "integer"),
     ],
 )
-def test_rendered_bad_value_is_refused(name, text, rule):
-    c = make(**{name: TEMPLATE})
+def test_render_refuses_a_bad_rendered_value_naming_the_field(name, text, rule):
     with pytest.raises(ConfigError) as info:
-        c.rendered({name: text})
+        template(**{name: TEMPLATE}).render({name: text})
     msg = str(info.value)
     assert_names(msg, name, rule)
     if text.strip():
@@ -473,18 +528,15 @@ def test_rendered_bad_value_is_refused(name, text, rule):
 
 
 @pytest.mark.parametrize("name", TEMPLATABLE_FIELDS)
-def test_rendered_refuses_an_unrendered_template(name):
-    c = make(**{name: TEMPLATE})
+def test_render_refuses_an_unrendered_template(name):
     with pytest.raises(ConfigError) as info:
-        c.rendered()
-    msg = str(info.value)
-    assert_names(msg, name, TEMPLATE, "not rendered")
+        template(**{name: TEMPLATE}).render()
+    assert_names(str(info.value), name, TEMPLATE, "not rendered")
 
 
-def test_rendered_refuses_a_value_that_is_still_a_template():
-    c = make(node_count=TEMPLATE)
+def test_render_refuses_a_value_that_is_still_a_template():
     with pytest.raises(ConfigError) as info:
-        c.rendered({"node_count": "{{ params.other }}"})
+        template(node_count=TEMPLATE).render({"node_count": "{{ params.other }}"})
     assert "node_count" in str(info.value)
 
 
@@ -495,6 +547,29 @@ def test_dict_round_trip():
     c = make(mini_batch_size="64KB", partition_keys=["a", "b"], environment_variables={"A": "1"},
              node_count=3, allowed_failed_percent=12.5, init_timeout=9)
     assert ParallelRunConfig.from_dict(c.to_dict()) == c
+
+
+def test_to_dict_holds_plain_json_values():
+    data = make(mini_batch_size="64KB", logging_level="DEBUG", partition_keys="a,b").to_dict()
+    assert data["mini_batch_size"] == "64KB" and type(data["logging_level"]) is str
+    assert data["partition_keys"] == ["a", "b"] and type(data["output_action"]) is str
+    assert make(mini_batch_size=10).to_dict()["mini_batch_size"] == 10
+
+
+def test_from_dict_loads_a_dict_written_by_the_earlier_version():
+    """The plan keeps the config as JSON: sizes as written, Enums as strings, numbers as given."""
+    earlier = {
+        "entry_script": "score.py", "source_directory": None, "mini_batch_size": "10",
+        "error_threshold": -1, "allowed_failed_count": -1, "allowed_failed_percent": 100,
+        "output_action": "append_row", "append_row_file_name": "parallel_run_step.txt",
+        "append_row_dataframe_header": False, "append_row_separator": " ", "node_count": 2,
+        "process_count_per_node": 1, "logging_level": "INFO", "run_invocation_timeout": 60,
+        "run_max_try": 3, "init_timeout": None, "partition_keys": None,
+        "environment_variables": {}, "resource_monitor_interval": 600,
+    }
+    c = ParallelRunConfig.from_dict(earlier)
+    assert c.files_per_mini_batch() == 10 and c.node_count == 2
+    assert c.logging_level is LoggingLevel.INFO
 
 
 def test_from_dict_refuses_unknown_fields():

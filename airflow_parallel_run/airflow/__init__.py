@@ -1,4 +1,4 @@
-"""The Airflow layer: ``ParallelRunOperator`` and the provider's metadata.
+"""The Airflow layer: ``ParallelRunOperator``, ``ConfigTemplate`` and the provider's metadata.
 
 This is the only part of the package that imports Airflow. It is a thin adapter: the engine
 (``airflow_parallel_run.engine``) plans, runs and reduces; the tasks here only carry small
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ParallelRunOperator", "get_provider_info"]
+__all__ = ["ConfigTemplate", "ParallelRunOperator", "get_provider_info"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +18,10 @@ def __getattr__(name: str) -> Any:
         from .operator import ParallelRunOperator
 
         return ParallelRunOperator
+    if name == "ConfigTemplate":
+        from .templated import ConfigTemplate
+
+        return ConfigTemplate
     if name == "get_provider_info":
         from .provider import get_provider_info
 

@@ -23,6 +23,7 @@ from ..inputs import SideInput
 from .provider import output_root
 from .step import StepDefinition
 from .tasks import ParallelRunNode, ParallelRunPlanner, ParallelRunReducer
+from .templated import ConfigTemplate, as_template
 
 # Arguments that shape the group itself rather than its tasks.
 _GROUP_ARGS = ("dag", "parent_group", "tooltip", "ui_color", "ui_fgcolor", "prefix_group_id",
@@ -36,10 +37,10 @@ class ParallelRunOperator(TaskGroup):
     """Azure ML's ParallelRunStep as an Airflow step: ``entry_script`` over mini-batches.
 
     :param task_id: the step's name: the group id, and the last part of its default output
-    :param parallel_run_config: a ParallelRunConfig; ``mini_batch_size``, ``node_count``,
-        ``process_count_per_node``, ``logging_level``, ``run_invocation_timeout``,
-        ``run_max_try`` and ``error_threshold`` may be ``"{{ params.x }}"`` (templated,
-        checked after rendering before any work starts)
+    :param parallel_run_config: a ParallelRunConfig, or a ConfigTemplate whose
+        ``mini_batch_size``, ``node_count``, ``process_count_per_node``, ``logging_level``,
+        ``run_invocation_timeout``, ``run_max_try`` and ``error_threshold`` may be
+        ``"{{ params.x }}"`` (templated, checked after rendering before any work starts)
     :param inputs: a dataset (``FileDataset.from_files(...)``) or a list of them
     :param output: the output folder or URL; by default a folder per run,
         ``<[parallel_run] output_root>/<dag_id>/<task_id>/<run_id>``
@@ -57,7 +58,7 @@ class ParallelRunOperator(TaskGroup):
     def __init__(
         self,
         task_id: str,
-        parallel_run_config: ParallelRunConfig,
+        parallel_run_config: ParallelRunConfig | ConfigTemplate,
         inputs: Any,
         output: str | None = None,
         side_inputs: Sequence[SideInput] | None = None,
@@ -73,10 +74,11 @@ class ParallelRunOperator(TaskGroup):
         if output is not None and is_template(output):
             raise ConfigError(f"output = {output!r}: must be a fixed folder (no template); "
                               "leave it out for a folder per run under [parallel_run] output_root")
-        step = StepDefinition(self.group_id, parallel_run_config, inputs, output,
+        config = as_template(parallel_run_config)
+        step = StepDefinition(self.group_id or task_id, config, inputs, output,
                               list(side_inputs or []), list(arguments or []), allow_reuse,
                               output_conn_id)
-        _check_map_length(parallel_run_config)
+        _check_map_length(config)
         self.step = step
 
         planner_kwargs = {k: task_kwargs.pop(k) for k in ("trigger_rule", "inlets")
@@ -110,8 +112,8 @@ class ParallelRunOperator(TaskGroup):
             uri = _as_uri("/".join([output_root().rstrip("/"), dag_id, step.name]))
         else:
             uri = _as_uri(step.output)
-            if step.config.output_action == "append_row":
-                uri = f"{uri.rstrip('/')}/{step.config.append_row_file_name}"
+            if step.config.get("output_action") == "append_row":
+                uri = f"{uri.rstrip('/')}/{step.config.get('append_row_file_name')}"
         return Asset(uri)  # named by its URI: a new output root is a new asset, not a clash
 
 
@@ -119,12 +121,13 @@ def _as_uri(path: str) -> str:
     return path if "://" in path else "file://" + os.path.abspath(path)
 
 
-def _check_map_length(config: ParallelRunConfig) -> None:
-    if is_template(config.node_count):
+def _check_map_length(config: ConfigTemplate) -> None:
+    node_count = config.get("node_count")
+    if is_template(node_count):
         return  # checked by the planner once rendered
     from airflow.sdk.configuration import conf
 
     limit = conf.getint("core", "max_map_length")
-    if int(config.node_count) > limit:
-        raise ConfigError(f"node_count = {config.node_count}: more than [core] max_map_length "
+    if node_count > limit:
+        raise ConfigError(f"node_count = {node_count}: more than [core] max_map_length "
                           f"= {limit} mapped node tasks; lower node_count or raise max_map_length")

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import TEMPLATABLE_FIELDS, ParallelRunConfig, check_arguments, is_template
+from ..config import TEMPLATABLE_FIELDS, ParallelRunConfig, check_arguments
 from ..engine.job import Job
 from ..errors import ConfigError
 from ..inputs import SideInput
 from .connections import secret_values, storage_options, with_credentials
+from .templated import ConfigTemplate, as_template
 
 PLAN_KEY = "plan"  # the planner's StepPlan
 NODE_RESULT_KEY = "node_result"  # each node's NodeResult, pushed even when the node fails
@@ -29,7 +30,7 @@ class StepDefinition:
     """What the DAG author gave ParallelRunOperator; checked at parse time, never listed there."""
 
     name: str
-    config: ParallelRunConfig
+    config: ConfigTemplate
     inputs: list[Any]
     output: str | None = None
     side_inputs: list[SideInput] = field(default_factory=list)
@@ -38,9 +39,7 @@ class StepDefinition:
     output_conn_id: str | None = None  # credentials for the output location and the output root
 
     def __post_init__(self) -> None:
-        if not isinstance(self.config, ParallelRunConfig):
-            raise ConfigError(f"parallel_run_config: expected a ParallelRunConfig, got "
-                              f"{type(self.config).__name__}")
+        self.config = as_template(self.config)
         if not isinstance(self.inputs, Sequence) or isinstance(self.inputs, str):
             self.inputs = [self.inputs]
         self.inputs = list(self.inputs)
@@ -57,8 +56,7 @@ class StepDefinition:
     @property
     def templated_settings(self) -> dict[str, str]:
         """The config fields that hold ``"{{ params.x }}"``: rendered by the planner."""
-        return {name: getattr(self.config, name) for name in TEMPLATABLE_FIELDS
-                if is_template(getattr(self.config, name))}
+        return dict(self.config.templates)
 
     def output_options(self) -> dict[str, Any]:
         return storage_options(self.output_conn_id) if self.output_conn_id else {}
@@ -71,13 +69,15 @@ class StepDefinition:
         output_options = self.output_options()
         with_options = [*inputs, *side_inputs, *(a for a in arguments if isinstance(a, SideInput))]
         secrets = secret_values([output_options, *(x.storage_options for x in with_options)])
-        return Job(self.config.rendered(settings), inputs, output, arguments, side_inputs,
+        return Job(self.config.render(settings), inputs, output, arguments, side_inputs,
                    output_storage_options=output_options, secrets=secrets,
                    stat_inputs=True)  # allow_reuse compares the inputs' sizes and times
 
 
 def rendered_settings(config: ParallelRunConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in TEMPLATABLE_FIELDS}
+    """The fields that may come from Params, as plain JSON values for XCom."""
+    data = config.to_dict()
+    return {name: data[name] for name in TEMPLATABLE_FIELDS}
 
 
 @dataclass

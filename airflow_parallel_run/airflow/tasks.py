@@ -80,7 +80,7 @@ class ParallelRunPlanner(_StepTask):
     def execute(self, context: Any) -> list[dict[str, Any]]:
         step, ti = self.step, context["ti"]
         try:
-            config = step.config.rendered(self.settings)
+            config = step.config.render(self.settings)
         except ParallelRunError as exc:
             raise AirflowFailException(f"{step.name}: a setting is not valid: {exc}") from None
         settings = rendered_settings(config)

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
-from airflow_parallel_run import FileDataset, ParallelRunConfig, SideInput
-from airflow_parallel_run.airflow import ParallelRunOperator
+from airflow_parallel_run import FileDataset, SideInput
+from airflow_parallel_run.airflow import ConfigTemplate, ParallelRunOperator
 
 DATA = os.environ.get("PRT_DATA", "/nonexistent")
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
@@ -26,8 +26,8 @@ PARAMS = {
 }
 
 
-def config(script: str = "behave.py") -> ParallelRunConfig:
-    return ParallelRunConfig(
+def config(script: str = "behave.py") -> ConfigTemplate:
+    return ConfigTemplate(
         entry_script=os.path.join(SCRIPTS, script),
         mini_batch_size="{{ params.mini_batch_size }}",
         node_count="{{ params.node_count }}",
