@@ -11,18 +11,21 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import logs
 from .config import FIELD_NAMES, ParallelRunConfig
 from .errors import ParallelRunError
 from .inputs import FileDataset, SideInput
 
+if TYPE_CHECKING:  # the engine is imported only once the arguments are read
+    from .engine.job import JobPlan, Progress
+
 INPUT_TYPES = ("files", "csv", "parquet", "jsonl")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(2, f"parallel-run: error: {message}\n")
 
 
@@ -109,11 +112,11 @@ class ProgressDisplay:
         self.tty = self.stream.isatty()
         self.interval = float(os.environ.get("PARALLEL_RUN_PROGRESS_SECONDS")
                               or (1.0 if self.tty else 10.0))
-        self.progress: Any = None
+        self.progress: Any = None  # a Progress once the plan is made
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, job_plan: Any, progress: Any) -> None:
+    def start(self, job_plan: JobPlan, progress: Progress) -> None:
         note = " (resuming: finished mini-batches are kept)" if job_plan.resumed else ""
         print(f"parallel-run: {logs.count(job_plan.item_count)} items in {job_plan.mini_batch_count} "
               f"mini-batches on {job_plan.node_count} node(s){note}", file=self.stream, flush=True)

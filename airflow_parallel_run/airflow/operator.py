@@ -73,7 +73,7 @@ class ParallelRunOperator(TaskGroup):
         if output is not None and is_template(output):
             raise ConfigError(f"output = {output!r}: must be a fixed folder (no template); "
                               "leave it out for a folder per run under [parallel_run] output_root")
-        step = StepDefinition(self.group_id, parallel_run_config, inputs, output,
+        step = StepDefinition(self.group_id or task_id, parallel_run_config, inputs, output,
                               list(side_inputs or []), list(arguments or []), allow_reuse,
                               output_conn_id)
         _check_map_length(parallel_run_config)
