@@ -298,10 +298,7 @@ class ParallelRunReducer(_StepTask):
 
     def _node_results(self, context: Any, job_plan: JobPlan) -> list[NodeResult]:
         """Every planned node's result; a node without one did not finish, and says so."""
-        raw = context["ti"].xcom_pull(task_ids=self.node_task_id, key=NODE_RESULT_KEY)
-        if isinstance(raw, dict):  # a single mapped instance comes back unwrapped
-            raw = [raw]
-        found = {r.node_index: r for r in (NodeResult.from_dict(d) for d in raw or [] if d)}
+        found = {r.node_index: r for r in self._reported(context)}
         missing = [i for i in range(job_plan.node_count) if i not in found]
         for i in missing:
             self.log.error("node %d of %d did not finish: its task failed or was killed "
@@ -314,3 +311,10 @@ class ParallelRunReducer(_StepTask):
                 f"{len(missing)} of {job_plan.node_count} node tasks did not finish "
                 f"(node {nodes}): see their task logs")))
         return results
+
+    def _reported(self, context: Any) -> list[NodeResult]:
+        """The NodeResults that node tasks pushed (a failed node pushes one too)."""
+        raw = context["ti"].xcom_pull(task_ids=self.node_task_id, key=NODE_RESULT_KEY)
+        if isinstance(raw, dict):  # a single mapped instance comes back unwrapped
+            raw = [raw]
+        return [NodeResult.from_dict(d) for d in raw or [] if d]

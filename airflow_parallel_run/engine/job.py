@@ -97,10 +97,7 @@ class Job:
         self.config = config.rendered()
         self.inputs = list(inputs)
         self.arguments = check_arguments(list(arguments or []))
-        self.side_inputs = list(side_inputs or [])
-        for arg in self.arguments:
-            if isinstance(arg, SideInput) and arg.name not in {s.name for s in self.side_inputs}:
-                self.side_inputs.append(arg)
+        self.side_inputs = _with_argument_side_inputs(list(side_inputs or []), self.arguments)
         self.script = resolve_entry_script(self.config)
         self.output_storage_options = dict(output_storage_options or {})
         self.location = open_location(output, self.output_storage_options)
@@ -223,6 +220,15 @@ class Job:
 
     def _note(self, text: str) -> None:
         self.location.append_text(logs.MASTER_ROLE, logs.line(text))
+
+
+def _with_argument_side_inputs(side_inputs: list[SideInput],
+                               arguments: Sequence[Any]) -> list[SideInput]:
+    """A SideInput given only among the arguments is fetched by the node like the others."""
+    for arg in arguments:
+        if isinstance(arg, SideInput) and arg.name not in {s.name for s in side_inputs}:
+            side_inputs.append(arg)
+    return side_inputs
 
 
 def _local_copy(source: str, local: str, storage_options: dict[str, Any]) -> None:

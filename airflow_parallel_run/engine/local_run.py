@@ -133,9 +133,7 @@ class LocalRun:
             return None
         every = self.early or [self.job.make_node(job_plan, i)
                                for i in range(job_plan.node_count)]
-        for i, node in enumerate(every):
-            node.assign(job_plan, job_plan.shard(i) if i < job_plan.node_count else range(0),
-                        self.progress)
+        self._assign(every, job_plan)
         self._start([n for n in every if n not in self.nodes])  # the fed node runs already
         try:
             self._wait(stop_event)
@@ -145,6 +143,12 @@ class LocalRun:
                 thread.join()
             raise
         return self.results
+
+    def _assign(self, nodes: Sequence[Node], job_plan: JobPlan) -> None:
+        """Each node its shard; nodes started early beyond the plan's node count get none."""
+        for i, node in enumerate(nodes):
+            node.assign(job_plan, job_plan.shard(i) if i < job_plan.node_count else range(0),
+                        self.progress)
 
     def _start(self, more: Sequence[Node]) -> None:
         for node in more:
