@@ -11,12 +11,15 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import logs
 from .config import FIELD_NAMES, LOGGING_LEVELS, OUTPUT_ACTIONS, ParallelRunConfig, values_from_text
 from .errors import ParallelRunError
 from .inputs import FileDataset, SideInput
+
+if TYPE_CHECKING:  # the engine is imported only once the arguments are read
+    from .engine.job import JobPlan, Progress
 
 INPUT_TYPES = ("files", "csv", "parquet", "jsonl")
 
@@ -105,11 +108,11 @@ class ProgressDisplay:
         self.tty = self.stream.isatty()
         self.interval = float(os.environ.get("PARALLEL_RUN_PROGRESS_SECONDS")
                               or (1.0 if self.tty else 10.0))
-        self.progress: Any = None
+        self.progress: Any = None  # a Progress once the plan is made
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, job_plan: Any, progress: Any) -> None:
+    def start(self, job_plan: JobPlan, progress: Progress) -> None:
         note = " (resuming: finished mini-batches are kept)" if job_plan.resumed else ""
         print(f"parallel-run: {logs.count(job_plan.item_count)} items in {job_plan.mini_batch_count} "
               f"mini-batches on {job_plan.node_count} node(s){note}", file=self.stream, flush=True)

@@ -349,10 +349,6 @@ class ParallelRunConfig:
             return DEFAULT_TABULAR_MINI_BATCH_BYTES
         return self.mini_batch_size.in_bytes
 
-    def rendered(self) -> ParallelRunConfig:
-        """Itself: a ParallelRunConfig holds no templates (kept for callers that render)."""
-        return self
-
     # -- transport --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

@@ -138,6 +138,21 @@ class OutputLocation:
     def display(self, rel: str = "") -> str:
         return f"{self.url.rstrip('/')}/{rel}" if rel else self.url
 
+    # -- remote only (is_remote): workers write to local disk, their node copies in and out ------
+
+    def check_writable(self) -> None:
+        """Fail early, naming the URL, when the store refuses a write."""
+        raise NotImplementedError
+
+    def get_file(self, rel: str, local: str) -> bool:
+        """Download ``rel`` to ``local``; False when it does not exist."""
+        raise NotImplementedError
+
+    def upload_tree(self, local_root: str,
+                    skip: tuple[str, ...] = (f"{STATE_DIR}/results",)) -> None:
+        """Copy every file under ``local_root`` to the same relative path here."""
+        raise NotImplementedError
+
     # -- built on the above ----------------------------------------------------------------------
 
     def write_json(self, rel: str, data: Any) -> None:
@@ -278,7 +293,6 @@ class RemoteLocation(OutputLocation):
             raise InputError(f"output {what}: {describe_storage_error(self.display(rel), exc)}") from None
 
     def check_writable(self) -> None:
-        """Fail early, naming the URL, when the store refuses a write."""
         probe = f"{STATE_DIR}/.probe-{os.urandom(4).hex()}"
         try:
             self.write_atomic(probe, b"")
@@ -342,7 +356,6 @@ class RemoteLocation(OutputLocation):
         os.unlink(local)
 
     def get_file(self, rel: str, local: str) -> bool:
-        """Download ``rel`` to ``local``; False when it does not exist."""
         try:
             self.fs.get_file(self._full(rel), local)
         except FileNotFoundError:

@@ -36,13 +36,13 @@ def probe(folder: str, output: str, mini_batch_size: int, stat_inputs: bool,
           with_plan: bool) -> None:
     """Runs in the fresh subprocess: make the job, maybe plan it, print what it cost."""
     from airflow_parallel_run import FileDataset, ParallelRunConfig
-    from airflow_parallel_run.engine.job import Job, plan
+    from airflow_parallel_run.engine.job import Job
 
     started = time.perf_counter()
     config = ParallelRunConfig(entry_script=str(SCRIPTS / "trivial.py"),
                                mini_batch_size=mini_batch_size)
     job = Job(config, [FileDataset.from_files(folder)], output, stat_inputs=stat_inputs)
-    found = plan(job).item_count if with_plan else 0
+    found = job.plan().item_count if with_plan else 0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"peak_mb": peak_kb / 1024, "items": found,
                       "seconds": time.perf_counter() - started}))

@@ -4,10 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fsspec
 import pytest
-from support import Runner
+from support import Runner, start_moto
 
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Runner:
     return Runner(tmp_path)
+
+
+BUCKET = "prs-test"
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's standalone S3 server in its own process, on a loopback port."""
+    server, port = start_moto()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    yield endpoint, env
+    server.terminate()
+    server.wait()
+
+
+@pytest.fixture
+def s3(s3_server, tmp_path):
+    endpoint, env = s3_server
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    prefix = f"{BUCKET}/{tmp_path.name}"
+    if not fs.exists(BUCKET):
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    return fs, options, prefix, env

@@ -12,7 +12,6 @@ import pytest
 
 from airflow_parallel_run.leases import LOCK, Lease, OutputInUse, OutputLock, create_exclusive
 from airflow_parallel_run.storage import LocalLocation
-from test_remote import s3, s3_server  # noqa: F401  (the moto S3 server on loopback)
 
 
 def test_a_second_job_is_refused_naming_the_holder(tmp_path):

@@ -4,69 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 
 import fsspec
 import pytest
-from support import CLI
+from support import CLI, start_moto
 
 from airflow_parallel_run import FileDataset, SideInput
 from airflow_parallel_run.errors import InputError
 
 BUCKET = "prs-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(extra_env or {})},
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return server, port
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's standalone S3 server in its own process, on a loopback port."""
-    server, port = _start_moto()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
-    yield endpoint, env
-    server.terminate()
-    server.wait()
-
-
-@pytest.fixture
-def s3(s3_server, tmp_path):
-    endpoint, env = s3_server
-    options = {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
-    prefix = f"{BUCKET}/{tmp_path.name}"
-    if not fs.exists(BUCKET):
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    return fs, options, prefix, env
 
 
 SCRIPT = """
@@ -177,7 +126,7 @@ def test_missing_bucket_and_bad_credentials_are_clear_errors_naming_the_url(runn
     assert "bucket" in str(missing.value)
 
     # a server that checks credentials refuses ours
-    locked, port = _start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    locked, port = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     try:
         bad = dict(options, key="wrong", secret="wrong",
                    client_kwargs={"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"})

@@ -9,9 +9,17 @@ handed to the engine, which masks them in every log the job writes.
 from __future__ import annotations
 
 import copy
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-T = TypeVar("T")
+
+class _Credentialed(Protocol):
+    """A dataset or a side input: it may name a connection, and takes fsspec options."""
+
+    conn_id: str | None
+    storage_options: dict[str, Any]
+
+
+T = TypeVar("T", bound=_Credentialed)
 
 # Option names whose values are masked in logs (as Airflow's own masker decides by name).
 SENSITIVE_NAMES = ("secret", "password", "passwd", "token", "key", "credential", "private",

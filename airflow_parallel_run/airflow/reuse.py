@@ -19,10 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import logs
 from ..config import ParallelRunConfig
-from ..engine.job import Job, JobPlan, fingerprint_arguments
-from ..plan import script_fingerprint
+from ..engine.job import JOB_RESULT, EarlierRun, Job, JobPlan
 from ..storage import open_location
 
 INDEX_DIR = ".reuse"
@@ -40,11 +38,7 @@ class ReuseFacts:
 
     @classmethod
     def of(cls, job: Job) -> ReuseFacts:
-        config = job.config
-        source = config.source_directory and job.script.working_dir
-        return cls(config.to_dict(), fingerprint_arguments(job.arguments),
-                   script_fingerprint(ParallelRunConfig(entry_script=config.entry_script),
-                                      job.script.path, source, [], job.location.display()))
+        return cls(job.config.to_dict(), job.fingerprinted_arguments(), job.script_fingerprint())
 
 
 def reuse_key(job_plan: JobPlan, config: ParallelRunConfig) -> str:
@@ -55,9 +49,17 @@ def reuse_key(job_plan: JobPlan, config: ParallelRunConfig) -> str:
 
 @dataclass
 class Decision:
+    """The planner's answer, and on a hit the finished run's entry (fields of REUSED_FIELDS)."""
+
     hit: bool
     message: str
     entry: dict[str, Any] | None = None
+
+
+def earlier_run(entry: dict[str, Any]) -> EarlierRun:
+    """What the reducer adopts, from a hit's entry."""
+    name = f"run {entry['run_id']!r} of {entry['dag_id']}.{entry['step']} ({entry['output']})"
+    return EarlierRun.from_result(name, entry["result"])
 
 
 class ReuseIndex:
@@ -117,5 +119,5 @@ class ReuseIndex:
         """The earlier run's output file (or, for summary_only, its result log) is still there."""
         output = open_location(entry["output"], self.storage_options)
         name = entry["output_file"].rstrip("/").rsplit("/", 1)[-1] if entry.get("output_file") \
-            else logs.JOB_RESULT
+            else JOB_RESULT
         return output.exists(name)

@@ -1,6 +1,7 @@
 """The three tasks of a ParallelRunOperator step: planner, node (mapped), reducer.
 
-Each is a thin shell over one engine call: ``plan()``, ``make_node(...).run()``, ``reduce()``.
+Each is a thin shell over one call of the engine's ``Job``: ``plan()``, ``run_node()``,
+``reduce()`` (or ``adopt()`` of a reused run's result).
 What Airflow adds lives here: rendering params into settings, the default output location,
 reuse of a finished run, ``[core] max_map_length``, XCom descriptors, ``on_kill()``, the
 Asset event, and turning the engine's verdict into a task state.
@@ -8,29 +9,32 @@ Asset event, and turning the engine's verdict into a task state.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
 import time
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from .. import logs
-from ..engine.job import Job, JobPlan, make_node, plan, reduce
-from ..engine.node import Node, NodeResult
+from ..engine.job import (
+    JOB_REPORT,
+    JOB_RESULT,
+    USER_ERROR_SUMMARY,
+    AbortSwitch,
+    Job,
+    JobPlan,
+    JobResult,
+    MiniBatchRecord,
+    NodeResult,
+    Totals,
+)
 from ..errors import ParallelRunError
-from ..reduce import JobResult, write_job_result
-from ..results import MiniBatchRecord
-from ..storage import STATE_DIR, is_remote_url, local_path
-from ..thresholds import Totals
 from .provider import output_root
-from .reuse import ReuseFacts, ReuseIndex, reuse_key
+from .reuse import ReuseFacts, ReuseIndex, earlier_run, reuse_key
 from .step import NODE_RESULT_KEY, PLAN_KEY, Shard, StepDefinition, StepPlan, rendered_settings
 
 PROGRESS_EVERY = 15.0  # seconds between a node's progress lines in its task log
+ERRORS_SHOWN = 20  # lines of the error summary copied into the reducer's task log
 
 
 def default_output(dag_id: str, step: str, run_id: str) -> str:
@@ -63,6 +67,12 @@ class _StepTask(BaseOperator):
                                        "group of a ParallelRunOperator")
         return step
 
+    def _job(self, settings: dict[str, Any], output: str) -> Job:
+        try:
+            return self.step.job(settings, output)
+        except ParallelRunError as exc:
+            raise _failed(self.step, exc) from None
+
 
 class ParallelRunPlanner(_StepTask):
     """Render the settings, list the inputs into a plan, decide reuse, hand out shards.
@@ -88,38 +98,45 @@ class ParallelRunPlanner(_StepTask):
         output = step.output or default_output(ti.dag_id, step.name, ti.run_id)
         try:
             job = step.job(settings, output)
-            job_plan = plan(job)
+            job_plan = job.plan()
         except ParallelRunError as exc:
             raise _failed(step, exc) from None
         self.log.info("output: %s", job_plan.output)
         items = "" if job_plan.item_count is None else f"{job_plan.item_count} items in "
         self.log.info("planned %s%d mini-batches%s", items, job_plan.mini_batch_count,
                       " (resuming an earlier try of this run)" if job_plan.resumed else "")
-        key = reuse_key(job_plan, job.config)
-        step_plan = StepPlan(job_plan.to_dict(), settings, key)
+        step_plan = StepPlan(job_plan.to_dict(), settings, reuse_key(job_plan, job.config))
         if job_plan.mini_batch_count == 0:
             ti.xcom_push(PLAN_KEY, step_plan.to_dict())
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
 
-        if step.allow_reuse:
-            index = ReuseIndex(output_root(), step.output_options())
-            decision = index.decide(key, ti.dag_id, step.name, ReuseFacts.of(job))
-            self.log.info("%s", decision.message)
-            step_plan.reused_from = decision.entry if decision.hit else None
-        else:
-            self.log.info("reuse: off (allow_reuse=False); running the step")
+        step_plan.reused_from = self._reusable(job, step_plan.reuse_key, ti)
         ti.xcom_push(PLAN_KEY, step_plan.to_dict())
         if step_plan.reused_from is not None:
             if step_plan.reused_from["output"] != job.location.display():
-                job.location.remove(STATE_DIR)  # this run's plan is not needed
+                job.clear_state()  # this run's plan is not needed
             return []  # no node runs; the reducer adopts the earlier result
+        return [s.to_dict() for s in self._shards(job_plan, settings)]
 
+    def _reusable(self, job: Job, key: str, ti: Any) -> dict[str, Any] | None:
+        """A finished run's index entry whose result this run may take, else None."""
+        step = self.step
+        if not step.allow_reuse:
+            self.log.info("reuse: off (allow_reuse=False); running the step")
+            return None
+        index = ReuseIndex(output_root(), step.output_options())
+        decision = index.decide(key, ti.dag_id, step.name, ReuseFacts.of(job))
+        self.log.info("%s", decision.message)
+        return decision.entry if decision.hit else None
+
+    def _shards(self, job_plan: JobPlan, settings: dict[str, Any]) -> list[Shard]:
+        """One Shard per node task, within Airflow's limit of mapped instances."""
         from airflow.sdk.configuration import conf
 
         limit = conf.getint("core", "max_map_length")
         if job_plan.node_count > limit:
             raise AirflowFailException(
-                f"{step.name}: {job_plan.node_count} node tasks would exceed [core] "
+                f"{self.step.name}: {job_plan.node_count} node tasks would exceed [core] "
                 f"max_map_length = {limit}; lower node_count, or raise max_map_length "
                 "(AIRFLOW__CORE__MAX_MAP_LENGTH)")
         shards = [Shard(i, job_plan.node_count, len(job_plan.shard(i)))
@@ -127,7 +144,7 @@ class ParallelRunPlanner(_StepTask):
         self.log.info("%d node task(s) x %s process(es): %s", len(shards),
                       settings["process_count_per_node"],
                       ", ".join(str(s.mini_batches) for s in shards) + " mini-batches")
-        return [s.to_dict() for s in shards]
+        return shards
 
 
 class _ProgressLog:
@@ -174,8 +191,7 @@ class ParallelRunNode(_StepTask):
         super().__init__(**kwargs)
         self.planner_task_id = planner_task_id
         self.shard = shard
-        self._node: Node | None = None
-        self._killed = False
+        self._abort = AbortSwitch()
 
     def execute(self, context: Any) -> None:
         ti = context["ti"]
@@ -184,21 +200,15 @@ class ParallelRunNode(_StepTask):
             raise AirflowFailException(f"{self.step.name}: the planner left no plan")
         shard = Shard.from_dict(self.shard)
         job_plan = JobPlan.from_dict(step_plan.job)
-        try:
-            job = self.step.job(step_plan.settings, job_plan.output)
-        except ParallelRunError as exc:
-            raise _failed(self.step, exc) from None
+        job = self._job(step_plan.settings, job_plan.output)
         progress = _ProgressLog(self.log, shard)
-        node = make_node(job, job_plan, shard.node_index, on_record=progress, on_tick=progress.tick)
-        self._node = node
-        if self._killed:
-            node.abort()
         self.log.info("%s (mini-batches %s); worker logs under %s/logs", shard.label(),
                       _span(job_plan.shard(shard.node_index)), job_plan.output)
         if ti.try_number > 1:
             self.log.info("try %d: mini-batches that already have a result are not run again",
                           ti.try_number)
-        result = node.run()
+        result = job.run_node(job_plan, shard.node_index, on_record=progress,
+                              on_tick=progress.tick, abort=self._abort)
         progress.write()
         ti.xcom_push(NODE_RESULT_KEY, result.to_dict())
         if result.stop_reason:
@@ -209,9 +219,7 @@ class ParallelRunNode(_StepTask):
 
     def on_kill(self) -> None:
         """SIGTERM or execution_timeout: stop the pool; no worker process is left running."""
-        self._killed = True
-        if self._node is not None:
-            self._node.abort()
+        self._abort.pull()
 
 
 def _span(indices: range) -> str:
@@ -242,32 +250,17 @@ class ParallelRunReducer(_StepTask):
             raise AirflowFailException(f"{step.name}: the planner did not finish: nothing to "
                                        "reduce (see the planner's log)")
         job_plan = JobPlan.from_dict(step_plan.job)
-        try:
-            job = step.job(step_plan.settings, job_plan.output)
-        except ParallelRunError as exc:
-            raise _failed(step, exc) from None
+        job = self._job(step_plan.settings, job_plan.output)
 
         if job_plan.mini_batch_count == 0:
-            reduce(job, job_plan, [])  # writes logs/job_result.txt: nothing to do
+            job.reduce(job_plan, [])  # writes logs/job_result.txt: nothing to do
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
         if step_plan.reused_from is not None:
-            result = _adopt(job, step_plan.reused_from, step.output_options())
+            result = job.adopt(earlier_run(step_plan.reused_from))
         else:
-            result = reduce(job, job_plan, self._node_results(context, job_plan))
-        self.log.info("job report: %s (one page: open it in a browser)",
-                      job.location.display(logs.JOB_REPORT))
-        self.log.info("::group::%s", logs.JOB_RESULT)
-        for line in job.location.iter_lines(logs.JOB_RESULT):
-            self.log.info("%s", line.rstrip("\n"))
-        self.log.info("::endgroup::")
+            result = job.reduce(job_plan, self._node_results(context, job_plan))
+        self._log_result(job, result)
         if not result.success:
-            errors = list(job.location.iter_lines(logs.USER_ERROR_SUMMARY))
-            if errors:
-                self.log.info("::group::%s (first %d of %d)", logs.USER_ERROR_SUMMARY,
-                              min(20, len(errors)), len(errors))
-                for line in errors[:20]:
-                    self.log.info("%s", line.rstrip("\n"))
-                self.log.info("::endgroup::")
             raise AirflowFailException(f"{step.name} FAILED: {result.reason}")
 
         data = result.to_dict()
@@ -285,12 +278,27 @@ class ParallelRunReducer(_StepTask):
             }
         return data
 
+    def _log_result(self, job: Job, result: JobResult) -> None:
+        """The job's result file in the task log, and for a failed job its first errors."""
+        self.log.info("job report: %s (one page: open it in a browser)",
+                      job.location.display(JOB_REPORT))
+        self._log_group(JOB_RESULT, list(job.location.iter_lines(JOB_RESULT)))
+        if not result.success:
+            errors = list(job.location.iter_lines(USER_ERROR_SUMMARY))
+            if errors:
+                self._log_group(f"{USER_ERROR_SUMMARY} (first {min(ERRORS_SHOWN, len(errors))} "
+                                f"of {len(errors)})", errors[:ERRORS_SHOWN])
+
+    def _log_group(self, title: str, lines: list[str]) -> None:
+        """Lines that the Airflow UI folds under ``title``."""
+        self.log.info("::group::%s", title)
+        for line in lines:
+            self.log.info("%s", line.rstrip("\n"))
+        self.log.info("::endgroup::")
+
     def _node_results(self, context: Any, job_plan: JobPlan) -> list[NodeResult]:
         """Every planned node's result; a node without one did not finish, and says so."""
-        raw = context["ti"].xcom_pull(task_ids=self.node_task_id, key=NODE_RESULT_KEY)
-        if isinstance(raw, dict):  # a single mapped instance comes back unwrapped
-            raw = [raw]
-        found = {r.node_index: r for r in (NodeResult.from_dict(d) for d in raw or [] if d)}
+        found = {r.node_index: r for r in self._reported(context)}
         missing = [i for i in range(job_plan.node_count) if i not in found]
         for i in missing:
             self.log.error("node %d of %d did not finish: its task failed or was killed "
@@ -304,41 +312,9 @@ class ParallelRunReducer(_StepTask):
                 f"(node {nodes}): see their task logs")))
         return results
 
-
-def _adopt(job: Job, entry: dict[str, Any], storage_options: dict[str, Any]) -> JobResult:
-    """Make a finished earlier run's result this run's: its output file, linked or copied."""
-    location = job.location
-    location.makedirs()
-    output_file = None
-    if entry.get("output_file"):
-        name = job.config.append_row_file_name
-        if entry["output_file"] != location.display(name):  # not a rerun of that very run
-            tmp = location.local_temp(name)
-            _fetch(entry["output_file"], tmp, storage_options)
-            location.put_file(tmp, name)
-        output_file = location.display(name)
-    earlier = entry["result"]
-    note = (f"reused the result of run {entry['run_id']!r} of {entry['dag_id']}.{entry['step']} "
-            f"({entry['output']}): inputs, script, configuration and arguments are the same")
-    result = JobResult(True, None, Totals(**earlier["totals"]), earlier["mini_batch_count"],
-                       earlier["item_count"], location.display(), output_file, notes=[note])
-    write_job_result(location, result, [])
-    location.append_text(logs.MASTER_ROLE, logs.line(note))
-    return result
-
-
-def _fetch(source: str, local: str, storage_options: dict[str, Any]) -> None:
-    """A local copy of ``source``: a hard link when it can be, else a download or a copy."""
-    if is_remote_url(source):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(source, **storage_options)
-        fs.get_file(path, local)
-        return
-    source = local_path(source)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(local)  # a remote location's temp file exists already
-    try:
-        os.link(source, local)
-    except OSError:
-        shutil.copyfile(source, local)
+    def _reported(self, context: Any) -> list[NodeResult]:
+        """The NodeResults that node tasks pushed (a failed node pushes one too)."""
+        raw = context["ti"].xcom_pull(task_ids=self.node_task_id, key=NODE_RESULT_KEY)
+        if isinstance(raw, dict):  # a single mapped instance comes back unwrapped
+            raw = [raw]
+        return [NodeResult.from_dict(d) for d in raw or [] if d]

@@ -1,125 +1,81 @@
-"""A whole job on this machine: plan, run every shard (one thread per node), reduce.
+"""The engine's entry point: a checked ``Job`` and its steps, plan -> nodes -> reduce.
 
-This is what ``parallel-run`` does; the Airflow layer runs the same three steps as separate
-tasks (planner, mapped nodes, reducer).
+``parallel-run`` calls :func:`run_job`, which runs every step here, every node on a thread
+(engine/local_run.py). The Airflow layer calls the same :class:`Job` methods from separate
+tasks: the planner :meth:`Job.plan`, each mapped node :meth:`Job.run_node`, the reducer
+:meth:`Job.reduce` (or :meth:`Job.adopt` to take a finished earlier run's result as its own).
+Nothing outside the engine needs to reach further in than this module.
 """
 
 from __future__ import annotations
 
-import ast
-import glob
+import contextlib
 import os
+import shutil
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import logs
-from ..config import ParallelRunConfig, check_arguments, parse_size
-from ..errors import ConfigError, EntryScriptError
+from ..config import ParallelRunConfig, check_arguments
+from ..errors import ConfigError
 from ..inputs import SideInput
-from ..plan import (
-    JOB_FILE,
-    JobPlan,
-    MiniBatch,
-    adopt_plan,
-    iter_plan,
-    plan_job,
-    script_fingerprint,
-)
-from ..reduce import JobResult, reduce_job
+from ..logs import JOB_REPORT, JOB_RESULT, USER_ERROR_SUMMARY
+from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
+from ..reduce import JobResult, reduce_job, write_job_result
 from ..results import RESULTS_DIR, MiniBatchRecord
-from ..storage import STATE_DIR, local_path, open_location
+from ..storage import STATE_DIR, is_remote_url, local_path, open_location
 from ..thresholds import Totals, clear_counts
-from .feed import PlanFeed
+from .checks import check_inputs, resolve_entry_script
+from .local_run import LocalRun, Progress
 from .node import Node, NodeResult, NodeSpec
+
+__all__ = [
+    "JOB_REPORT", "JOB_RESULT", "STATE_DIR", "USER_ERROR_SUMMARY",
+    "AbortSwitch", "EarlierRun", "Job", "JobPlan", "JobResult", "MiniBatchRecord", "NodeResult",
+    "Progress", "Totals", "run_job",
+]
+
+RecordListener = Callable[[int, MiniBatchRecord], None]
 
 
 @dataclass
-class EntryScriptLocation:
-    path: str  # absolute
-    working_dir: str  # source_directory, or the script's folder
+class EarlierRun:
+    """A finished run with the same inputs, script, configuration and arguments, whose
+    result a job may adopt instead of running: its output file and what it counted."""
+
+    name: str  # how this job's logs name it, with its output folder
+    output_file: str | None  # None when it wrote no output file (summary_only)
+    totals: Totals
+    mini_batch_count: int
+    item_count: int | None
+
+    @classmethod
+    def from_result(cls, name: str, result: dict[str, Any]) -> EarlierRun:
+        """From that run's ``JobResult.to_dict()``."""
+        return cls(name, result.get("output_file"), Totals(**result["totals"]),
+                   result["mini_batch_count"], result["item_count"])
 
 
-def resolve_entry_script(config: ParallelRunConfig) -> EntryScriptLocation:
-    """Find the entry script and check, before any process starts, that it can be run."""
-    source = config.source_directory
-    if source is not None:
-        source = os.path.abspath(source)
-        if not os.path.isdir(source):
-            raise EntryScriptError(f"source_directory {config.source_directory!r}: no such folder")
-        path = os.path.join(source, config.entry_script)
-    else:
-        path = os.path.abspath(config.entry_script)
-    if not os.path.isfile(path):
-        where = f" in source_directory {source!r}" if source else ""
-        raise EntryScriptError(f"entry_script {config.entry_script!r}: no such file{where}")
-    with open(path, "rb") as handle:
-        code = handle.read()
-    try:
-        tree = ast.parse(code, filename=path)
-    except SyntaxError as exc:
-        where = f" at line {exc.lineno}" if exc.lineno else ""
-        raise EntryScriptError(f"entry_script {path}: {type(exc).__name__}{where}: {exc.msg}") from None
-    except ValueError as exc:  # e.g. null bytes
-        raise EntryScriptError(f"entry_script {path}: cannot be parsed: {exc}") from None
-    if "run" not in _top_level_names(tree):
-        raise EntryScriptError(
-            f"entry_script {path}: defines no run() function; it needs run(mini_batch) "
-            "(and may have init() and shutdown())"
-        )
-    return EntryScriptLocation(path, source or os.path.dirname(path))
+class AbortSwitch:
+    """Stops a node from another thread or a signal handler, also when pulled before the
+    node exists (a task may be killed while its node is still being made)."""
 
+    def __init__(self) -> None:
+        self.pulled = False
+        self._node: Node | None = None
 
-def _top_level_names(tree: ast.Module) -> set[str]:
-    names: set[str] = set()
-    statements = list(tree.body)
-    while statements:
-        node = statements.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            names.add(node.target.id)
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, ast.If | ast.Try | ast.With):  # names bound under a guard count too
-            for block in ("body", "orelse", "finalbody"):
-                statements.extend(getattr(node, block, []))
-            for handler in getattr(node, "handlers", []):
-                statements.extend(handler.body)
-    return names
+    def pull(self) -> None:
+        self.pulled = True
+        if self._node is not None:
+            self._node.abort()
 
-
-def fingerprint_arguments(arguments: Sequence[Any]) -> list[str]:
-    """Arguments as they count for resume and reuse: a SideInput by its path, not its copy."""
-    return [f"SideInput({a.path!r})" if isinstance(a, SideInput) else str(a) for a in arguments]
-
-
-MIN_TABLE_BYTES = 1024
-
-
-def check_inputs(config: ParallelRunConfig, inputs: Sequence[Any]) -> None:
-    """mini_batch_size and partition_keys must suit the kinds of input."""
-    if not inputs:
-        raise ConfigError("inputs: give at least one dataset")
-    kinds = {getattr(d, "kind", None) for d in inputs}
-    if kinds - {"files", "tabular"}:
-        raise ConfigError(f"inputs: {inputs!r}: each must be a FileDataset or a TabularDataset")
-    if "files" in kinds:
-        config.files_per_mini_batch()  # a size in bytes for a file input is an error
-        if config.partition_keys:
-            raise ConfigError(f"partition_keys = {list(config.partition_keys)}: only for "
-                              "tabular inputs (TabularDataset), not for files")
-    if "tabular" in kinds and config.mini_batch_size is not None:
-        number, has_unit = parse_size(config.mini_batch_size)
-        if not has_unit and number < MIN_TABLE_BYTES:
-            raise ConfigError(
-                f"mini_batch_size = {config.mini_batch_size!r}: for a tabular input it is a size "
-                f"in bytes (at least {MIN_TABLE_BYTES}), not a count of rows; write e.g. '1MB'")
+    def connect(self, node: Node) -> None:
+        self._node = node
+        if self.pulled:
+            node.abort()
 
 
 class Job:
@@ -138,15 +94,13 @@ class Job:
         files is then checked by the node, from the sizes and times the workers recorded."""
         self.secrets = list(secrets)
         self.stat_inputs = stat_inputs
-        self.config = config.rendered()
+        self.config = config
         self.inputs = list(inputs)
         self.arguments = check_arguments(list(arguments or []))
-        self.side_inputs = list(side_inputs or [])
-        for arg in self.arguments:
-            if isinstance(arg, SideInput) and arg.name not in {s.name for s in self.side_inputs}:
-                self.side_inputs.append(arg)
+        self.side_inputs = _with_argument_side_inputs(list(side_inputs or []), self.arguments)
         self.script = resolve_entry_script(self.config)
-        self.location = open_location(output, output_storage_options)
+        self.output_storage_options = dict(output_storage_options or {})
+        self.location = open_location(output, self.output_storage_options)
         if self.location.is_remote:
             self.location.check_writable()
         for side in self.side_inputs:
@@ -156,111 +110,142 @@ class Job:
         if len(set(names)) != len(names):
             raise ConfigError(f"inputs: names must differ, got {names}")
 
+    # -- fingerprints: what decides whether a result can be resumed or reused -------------------
 
-def plan(job: Job, on_batch: Callable[[MiniBatch], None] | None = None) -> JobPlan:
-    """List the inputs into a plan in the output location; resume an identical earlier run.
-    ``on_batch`` hears of each mini-batch as soon as it is planned."""
-    started = time.time()
-    config, location = job.config, job.location
-    location.makedirs()
-    if location.read_json(JOB_FILE) is None:
-        # Records without a job are left by a run stopped while it was still planning (its
-        # node ran mini-batches as they were planned): they belong to no plan, and must not
-        # pass for this run's results.
-        location.remove(RESULTS_DIR)
-    base = script_fingerprint(config, job.script.path,
-                              config.source_directory and job.script.working_dir,
-                              fingerprint_arguments(job.arguments), location.display())
-    summary = plan_job(job.inputs, config, location, base,
-                       note=lambda text: location.append_text(logs.MASTER_ROLE, logs.line(text)),
-                       stats=job.stat_inputs, on_batch=on_batch)
-    resumed = adopt_plan(location, summary)
-    clear_counts(location)
-    node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
-    location.append_text(logs.MASTER_ROLE, logs.line(
-        f"planned {logs.count(summary.item_count)} items in {summary.mini_batch_count} mini-batches "
-        f"from {len(job.inputs)} input(s) in {summary.planning_seconds:.2f} s; {node_count} node(s) x "
-        f"{config.process_count_per_node} process(es); "
-        + ("resuming an earlier run of the same job" if resumed else "fresh run")))
-    return JobPlan(str(location.url), summary.mini_batch_count, summary.item_count, node_count,
-                   summary.fingerprint, resumed, started)
+    def fingerprinted_arguments(self) -> list[str]:
+        """The arguments as they count for resume and reuse: a SideInput by its path, not its copy."""
+        return [f"SideInput({a.path!r})" if isinstance(a, SideInput) else str(a)
+                for a in self.arguments]
+
+    def script_fingerprint(self) -> str:
+        """A hash of the entry script and its folder alone (no settings, no arguments)."""
+        source = self.config.source_directory and self.script.working_dir
+        return script_fingerprint(ParallelRunConfig(entry_script=self.config.entry_script),
+                                  self.script.path, source, [], self.location.display())
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def plan(self, on_batch: Callable[[MiniBatch], None] | None = None) -> JobPlan:
+        """List the inputs into a plan in the output location; resume an identical earlier run.
+        ``on_batch`` hears of each mini-batch as soon as it is planned."""
+        started = time.time()
+        config, location = self.config, self.location
+        location.makedirs()
+        if location.read_json(JOB_FILE) is None:
+            # Records without a job are left by a run stopped while it was still planning (its
+            # node ran mini-batches as they were planned): they belong to no plan, and must not
+            # pass for this run's results.
+            location.remove(RESULTS_DIR)
+        base = script_fingerprint(config, self.script.path,
+                                  config.source_directory and self.script.working_dir,
+                                  self.fingerprinted_arguments(), location.display())
+        summary = plan_job(self.inputs, config, location, base, note=self._note,
+                           stats=self.stat_inputs, on_batch=on_batch)
+        resumed = adopt_plan(location, summary)
+        clear_counts(location)
+        node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
+        self._note(
+            f"planned {logs.count(summary.item_count)} items in {summary.mini_batch_count} "
+            f"mini-batches from {len(self.inputs)} input(s) in {summary.planning_seconds:.2f} s; "
+            f"{node_count} node(s) x {config.process_count_per_node} process(es); "
+            + ("resuming an earlier run of the same job" if resumed else "fresh run"))
+        return JobPlan(str(location.url), summary.mini_batch_count, summary.item_count,
+                       node_count, summary.fingerprint, resumed, started)
+
+    def make_node(self, job_plan: JobPlan | None, node_index: int,
+                  on_record: RecordListener | None = None,
+                  on_tick: Callable[[], None] | None = None) -> Node:
+        """Node ``node_index`` of the plan; without a plan yet, a node to start early whose
+        share :meth:`Node.assign` gives later."""
+        spec = NodeSpec(config=self.config,
+                        # A node started early has no plan until assign(): NodeSpec.plan is
+                        # None until then, which its annotation does not say yet.
+                        plan=job_plan,  # type: ignore[arg-type]
+                        entry_script=self.script.path, working_dir=self.script.working_dir,
+                        arguments=self.arguments, output=self.location, node_index=node_index,
+                        datasets={d.name: d for d in self.inputs},
+                        side_inputs=self.side_inputs, secrets=self.secrets)
+        indices = job_plan.shard(node_index) if job_plan is not None else range(0)
+        return Node(spec, indices, on_record, on_tick)
+
+    def run_node(self, job_plan: JobPlan, node_index: int,
+                 on_record: RecordListener | None = None,
+                 on_tick: Callable[[], None] | None = None,
+                 abort: AbortSwitch | None = None) -> NodeResult:
+        """Run node ``node_index``'s shard of the plan on this machine; mini-batches that
+        already have a result are not run again. ``abort`` stops it from another thread."""
+        node = self.make_node(job_plan, node_index, on_record, on_tick)
+        if abort is not None:
+            abort.connect(node)
+        return node.run()
+
+    def reduce(self, job_plan: JobPlan,
+               node_results: Sequence[NodeResult | None]) -> JobResult:
+        """Judge the job from its records; a node that did not report counts against it."""
+        reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
+        if any(r is None for r in node_results):
+            reasons.append("a node did not report its result")
+        if any(r is not None and r.aborted for r in node_results):
+            reasons.append("the job was interrupted before it finished; run it again to resume")
+        result = reduce_job(self.location, self.config, job_plan, reasons)
+        if job_plan.mini_batch_count == 0:
+            result.notes.append("the input is empty: nothing to do")
+        return result
+
+    def adopt(self, earlier: EarlierRun) -> JobResult:
+        """Make a finished earlier run's result this job's: its output file, linked or copied."""
+        location = self.location
+        location.makedirs()
+        output_file = None
+        if earlier.output_file:
+            name = self.config.append_row_file_name
+            if earlier.output_file != location.display(name):  # not a rerun of that very run
+                tmp = location.local_temp(name)
+                _local_copy(earlier.output_file, tmp, self.output_storage_options)
+                location.put_file(tmp, name)
+            output_file = location.display(name)
+        note = (f"reused the result of {earlier.name}: inputs, script, configuration and "
+                "arguments are the same")
+        result = JobResult(True, None, earlier.totals, earlier.mini_batch_count,
+                           earlier.item_count, location.display(), output_file, notes=[note])
+        write_job_result(location, result, None)
+        self._note(note)
+        return result
+
+    def clear_state(self, with_logs: bool = False) -> None:
+        """Remove the job's state (plan, records, counts): a plan no node will run."""
+        if with_logs:
+            self.location.remove("logs")
+        self.location.remove(STATE_DIR)
+
+    def _note(self, text: str) -> None:
+        self.location.append_text(logs.MASTER_ROLE, logs.line(text))
 
 
-def make_node(job: Job, job_plan: JobPlan | None, node_index: int,
-              on_record: Callable[[int, MiniBatchRecord], None] | None = None,
-              on_tick: Callable[[], None] | None = None) -> Node:
-    spec = NodeSpec(config=job.config, plan=job_plan, entry_script=job.script.path,
-                    working_dir=job.script.working_dir, arguments=job.arguments,
-                    output=job.location, node_index=node_index,
-                    datasets={d.name: d for d in job.inputs}, side_inputs=job.side_inputs,
-                    secrets=job.secrets)
-    indices = job_plan.shard(node_index) if job_plan is not None else range(0)
-    return Node(spec, indices, on_record, on_tick)
+def _with_argument_side_inputs(side_inputs: list[SideInput],
+                               arguments: Sequence[Any]) -> list[SideInput]:
+    """A SideInput given only among the arguments is fetched by the node like the others."""
+    for arg in arguments:
+        if isinstance(arg, SideInput) and arg.name not in {s.name for s in side_inputs}:
+            side_inputs.append(arg)
+    return side_inputs
 
 
-def reduce(job: Job, job_plan: JobPlan, node_results: Sequence[NodeResult | None]) -> JobResult:
-    """Judge the job from its records; a node that did not report counts against it."""
-    reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
-    if any(r is None for r in node_results):
-        reasons.append("a node did not report its result")
-    if any(r is not None and r.aborted for r in node_results):
-        reasons.append("the job was interrupted before it finished; run it again to resume")
-    result = reduce_job(job.location, job.config, job_plan, reasons)
-    if job_plan.mini_batch_count == 0:
-        result.notes.append("the input is empty: nothing to do")
-    return result
+def _local_copy(source: str, local: str, storage_options: dict[str, Any]) -> None:
+    """A local copy of ``source``: a hard link when it can be, else a download or a copy."""
+    if is_remote_url(source):
+        import fsspec
 
-
-def _can_start_early(job: Job) -> bool:
-    """Workers may start before planning ends for local inputs into a fresh local output,
-    once each input is known to exist (so a refused job runs no script code). Not with
-    partition keys: their planning reads the key columns and may refuse them."""
-    if job.location.is_remote or job.location.read_json(JOB_FILE) is not None:
-        return False
-    if job.config.partition_keys:
-        return False
-    for dataset in job.inputs:
-        if dataset.remote:
-            return False
-        for spec in dataset.paths:
-            path = os.path.expanduser(local_path(spec))
-            if not (os.path.exists(path) or next(glob.iglob(path, recursive=True), None)):
-                return False
-    return True
-
-
-def _discard(nodes: Sequence[Node], threads: Sequence[threading.Thread] = ()) -> None:
-    """Nodes started early for a job that will not run: their workers are stopped (by the
-    node's own thread where it already runs)."""
-    for node in nodes:
-        node.abort()
-    for thread in threads:
-        thread.join()
-    for node in nodes[len(threads):]:
-        node.run()
-
-
-class Progress:
-    """Counts mini-batches as nodes finish them; thread-safe; read by the CLI's display.
-    Made before the plan is complete when the planner feeds a node: :meth:`planned` then
-    gives the counts."""
-
-    def __init__(self, job_plan: JobPlan | None = None) -> None:
-        self.mini_batch_count = 0
-        self.item_count: int | None = None
-        self.totals = Totals()
-        self.started = time.monotonic()
-        self._lock = threading.Lock()
-        if job_plan is not None:
-            self.planned(job_plan)
-
-    def planned(self, job_plan: JobPlan) -> None:
-        self.mini_batch_count = job_plan.mini_batch_count
-        self.item_count = job_plan.item_count
-
-    def __call__(self, node_index: int, record: MiniBatchRecord) -> None:
-        with self._lock:
-            self.totals.add(record)
+        fs, path = fsspec.core.url_to_fs(source, **storage_options)
+        fs.get_file(path, local)
+        return
+    source = local_path(source)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(local)  # a remote location's temp file exists already
+    try:
+        os.link(source, local)
+    except OSError:
+        shutil.copyfile(source, local)
 
 
 def run_job(
@@ -282,73 +267,14 @@ def run_job(
     job = Job(config, inputs, output, arguments, side_inputs, output_storage_options, secrets,
               stat_inputs)
     job.location.makedirs()  # a clear error (an output that is a file) before anything starts
-    early: list[Node] = []
-    if _can_start_early(job):
-        # A fresh local output: the workers start (and import, and init()) while we plan.
-        early = [make_node(job, None, i) for i in range(int(job.config.node_count))]
-        for node in early:
-            node.start_early()
-    # One node owns every mini-batch: it runs them while the planner still lists the input.
-    feed = PlanFeed() if len(early) == 1 and not job.location.listdir(RESULTS_DIR) else None
-    progress = Progress()
-    nodes: list[Node] = []
-    results: list[NodeResult | None] = []
-    threads: list[threading.Thread] = []
-
-    def run_node(i: int) -> None:
-        try:
-            results[i] = nodes[i].run()
-        except Exception as exc:  # a bug of ours: the job fails with it, the others go on
-            job.location.append_text(logs.MASTER_ROLE, logs.line(
-                f"node {i} failed:\n{traceback.format_exc()}"))
-            results[i] = NodeResult(i, Totals(), f"node {i} failed: {type(exc).__name__}: {exc}")
-
-    def start(more: list[Node]) -> None:
-        for node in more:
-            nodes.append(node)
-            results.append(None)
-            threads.append(threading.Thread(target=run_node, args=(len(nodes) - 1,),
-                                            name=f"node-{len(nodes) - 1}", daemon=True))
-            threads[-1].start()
-
-    if feed is not None:
-        early[0].stream(feed, progress)
-        start(early)
+    run = LocalRun(job)
     try:
-        job_plan = plan(job, feed.put if feed is not None else None)
+        job_plan = job.plan(run.on_batch)
     except BaseException:
-        if feed is not None:
-            feed.close()
-        if early:  # the output held no job: leave it as it was
-            _discard(early, threads)
-            job.location.remove("logs")
-            job.location.remove(STATE_DIR)
+        run.planning_failed()
         raise
-    if feed is not None:  # what the feed did not hold comes from the plan files
-        feed.close(lambda first: iter_plan(job.location, range(first, job_plan.mini_batch_count)))
-    progress.planned(job_plan)
+    run.planned(job_plan)
     if on_plan is not None:
-        on_plan(job_plan, progress)
-    if job_plan.mini_batch_count == 0 and feed is None:
-        _discard(early)
-        return reduce(job, job_plan, [])
-    every = early or [make_node(job, job_plan, i) for i in range(job_plan.node_count)]
-    for i, node in enumerate(every):
-        node.assign(job_plan, job_plan.shard(i) if i < job_plan.node_count else range(0),
-                    progress)
-    start([n for n in every if n not in nodes])  # the fed node runs already
-    try:
-        while any(t.is_alive() for t in threads):
-            for thread in threads:
-                thread.join(0.2)
-            if stop_event is not None and stop_event.is_set():
-                for node in nodes:
-                    node.abort()
-                stop_event = None
-    except BaseException:
-        for node in nodes:
-            node.abort()
-        for thread in threads:
-            thread.join()
-        raise
-    return reduce(job, job_plan, results)
+        on_plan(job_plan, run.progress)
+    results = run.run(job_plan, stop_event)
+    return job.reduce(job_plan, results or [])
