@@ -28,9 +28,6 @@ a broken threshold or abort() stop the node.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +37,6 @@ from ..config import ParallelRunConfig
 from ..inputs import SideInput
 from ..masking import Masker
 from ..plan import JobPlan, iter_plan
-from ..progress import OVERVIEW_INTERVAL
 from ..results import OK, MiniBatchRecord
 from ..storage import OutputLocation
 from ..thresholds import Totals
@@ -50,21 +46,18 @@ from .messages import (
     MiniBatchDone,
     MiniBatchFailed,
     Ready,
-    RunMiniBatch,
     Stopped,
 )
+from .node_cache import NodeCache
 from .node_logs import NodeLogs
 from .outcomes import Listener, Outcomes
-from .pool import CLOSED, Slot, SlotState, Woken, WorkerPool
+from .pool import CLOSED, Killed, Slot, SlotState, Woken, WorkerPool
 from .processes import WorkerProcess
 from .resume import finished_earlier
-from .staging import Staging
 from .work_queue import Task, WorkQueue
-from .worker_setup import worker_env, write_worker_spec
 
 SHUTDOWN_GRACE = 30.0  # seconds for shutdown() before the worker is killed
 STOP_GRACE = 5.0  # seconds an idle worker gets to exit once the node is stopping early
-LOG_UPLOAD_INTERVAL = 30.0  # seconds between uploads of a remote output's logs
 POLL = 1.0  # longest wait without a message: counters of other nodes are read this often
 
 
@@ -106,6 +99,27 @@ class NodeResult:
 STARTING, IDLE, BUSY, GONE = SlotState.STARTING, SlotState.IDLE, SlotState.BUSY, SlotState.GONE
 
 
+class _WakeUp:
+    """A pipe whose read end the loop waits on: written by abort() and by the planner's feed."""
+
+    def __init__(self) -> None:
+        self.reader, self.writer = os.pipe()
+        os.set_blocking(self.writer, False)  # a full pipe already means "wake up"
+
+    def wake(self) -> None:
+        try:
+            os.write(self.writer, b"x")
+        except OSError:
+            pass
+
+    def clear(self) -> None:
+        os.read(self.reader, 64)
+
+    def close(self) -> None:
+        os.close(self.reader)
+        os.close(self.writer)
+
+
 class Node:
     def __init__(self, spec: NodeSpec, indices: range, on_record: Listener | None = None,
                  on_tick: Callable[[], None] | None = None) -> None:
@@ -117,36 +131,26 @@ class Node:
         self.location = spec.output
         self.on_tick = on_tick
         self.outcomes = Outcomes(self.location, spec.node_index, spec.ip, on_record, POLL)
-        self.init_failures = 0
-        self.last_init_error = ""
         self.stop_reason: str | None = None
         self.aborted = False
         self.started_early = False
         self.ppn = int(self.config.process_count_per_node)
         self.pool = WorkerPool(
             [logs.process_name(spec.node_index, self.ppn, i) for i in range(self.ppn)],
-            self._new_worker, self.config.effective_init_timeout,
-            float(self.config.run_invocation_timeout))
+            self._launch, self.config.effective_init_timeout,
+            float(self.config.run_invocation_timeout), init_budget=3 * self.ppn)
         self.queue = WorkQueue(int(self.config.run_max_try), self._stopping)
         self.masker = Masker(spec.secrets)
         self.logs = NodeLogs(spec, self.masker)
-        self._staging: Staging | None = None  # made with the node's cache folder
-        self.cache_dir = ""
-        self.spec_path = ""
-        self.env: dict[str, str] = {}
-        self.monitor: Any = None  # a monitor.ResourceMonitor once the node has work
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
+        self.cache: NodeCache | None = None  # made once the node has work
+        self._wakeup = _WakeUp()
 
     # -- public ---------------------------------------------------------------------------------
 
     def abort(self) -> None:
         """Stop soon, from any thread or a signal handler: running mini-batches are killed."""
         self.aborted = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._wakeup.wake()
 
     def start_early(self) -> None:
         """Start the workers (and their init()) while the plan is still being made; a later
@@ -163,7 +167,7 @@ class Node:
         :meth:`assign` follows once the plan is complete; :meth:`run` may start before."""
         self.queue.read_feed(feed)
         self.outcomes.on_record = on_record
-        feed.wake_through(self._wake_w)
+        feed.wake_through(self._wakeup.writer)
 
     def assign(self, job_plan: JobPlan, indices: range, on_record: Listener | None) -> None:
         """The share of a node made (and maybe started) before the plan was ready."""
@@ -179,24 +183,21 @@ class Node:
             return NodeResult(self.spec.node_index, self.outcomes.totals, self.stop_reason,
                               self.aborted)
         finally:
-            if self.monitor is not None:
-                self.monitor.stop()
+            if self.cache is not None:
+                self.cache.stop_monitor()
             self.pool.kill_all()
             self.logs.close()
             self.outcomes.close()
-            if self.cache_dir:
-                shutil.rmtree(self.cache_dir, ignore_errors=True)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            if self.cache is not None:
+                self.cache.remove()
+            self._wakeup.close()
 
     # -- set-up ---------------------------------------------------------------------------------
 
     def _resume(self) -> bool:
         """Count what earlier runs finished, and queue the rest: False when nothing is to run."""
         done = finished_earlier(self.location, self.indices, self.spec.node_index, self.logs.master)
-        for record in done.values():
-            self.outcomes.totals.add(record)
-        self.outcomes.publish()
+        self.outcomes.counted_before(done.values())
         todo = len(self.indices) - len(done)
         if not todo and not self.started_early:
             return False
@@ -208,36 +209,20 @@ class Node:
         return True
 
     def _prepare(self) -> None:
-        """The node's cache folder, the workers' spec and environment, the resource monitor."""
-        self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{self.spec.node_index}-")
-        work = self.logs.stage_in(self.cache_dir, [slot.name for slot in self.pool.slots])
-        self._staging = Staging(self.cache_dir, self.spec.datasets, work, self.location)
-        self.spec_path = write_worker_spec(self.spec, self.cache_dir, work, self.ppn)
-        from ..monitor import ResourceMonitor
+        self.cache = NodeCache(self.spec, self.logs, [slot.name for slot in self.pool.slots],
+                               self.pool.pids)
 
-        self.monitor = ResourceMonitor(
-            work, self.spec.ip, float(self.config.resource_monitor_interval), self.pool.pids,
-            redact=self.masker.mask if self.masker else None)
-        self.monitor.start()
-        self.env = worker_env(self.config.environment_variables)
-
-    def _new_worker(self, name: str) -> WorkerProcess:
-        """The pool's process factory."""
-        ip, work = self.spec.ip, self.logs.work
-        return WorkerProcess(
-            name, self.spec_path,
-            str(work.path(logs.user_stdout(ip, name))), str(work.path(logs.user_stderr(ip, name))),
-            cwd=self.spec.working_dir, env=self.env,
-        )
+    def _launch(self, name: str) -> WorkerProcess:
+        return self._cache.launcher.launch(name)
 
     def _start(self, slot: Slot) -> None:
         process = self.pool.start(slot)
         self.logs.debug(slot.name, f"started worker pid={process.pid}")
 
     @property
-    def staging(self) -> Staging:
-        assert self._staging is not None, "the node stages files once _prepare() made its cache"
-        return self._staging
+    def _cache(self) -> NodeCache:
+        assert self.cache is not None, "made by _prepare() before any worker starts"
+        return self.cache
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -250,7 +235,7 @@ class Node:
             if self.pool.all_gone() and not self.queue.waiting_for_plan():
                 return
             self._report_progress()
-            woken = self.pool.wait(self.pool.next_deadline_in(POLL), [self._wake_r])
+            woken = self.pool.wait(self.pool.next_deadline_in(POLL), [self._wakeup.reader])
             self._handle_messages(woken)
             self._handle_exits_and_deadlines(woken.ended)
 
@@ -280,8 +265,7 @@ class Node:
             if slot.state == BUSY and slot.queued is None:
                 self._send_ahead(slot)
             elif slot.state == GONE and (self.queue.has_work() or self.queue.waiting_for_plan()):
-                # Never more init() attempts than the limit, even with several in flight.
-                if self.init_failures + self.pool.count(STARTING) < 3 * self.ppn:
+                if self.pool.may_start():
                     self._start(slot)
 
     def _dispatch(self, slot: Slot) -> None:
@@ -299,14 +283,12 @@ class Node:
 
     def _send(self, slot: Slot, task: Task) -> None:
         try:
-            items = self.staging.local_items(task)
+            items = self._cache.staging.local_items(task)
         except Exception as exc:  # the store refused the files: this try fails, not the node
             self._try_failed(slot.name, task, f"fetching the input files failed: "
                              f"{type(exc).__name__}: {exc}", pid=None)
             return
-        message = RunMiniBatch(task.batch.index, task.batch.dataset, items, task.try_number,
-                               task.batch.piece, versions=task.batch.piece is None and not task.fetched)
-        if not self.pool.send(slot, task, message):  # the worker just died: its exit is seen next
+        if not self.pool.send(slot, task, task.message(items)):  # it died: its exit is seen next
             self.queue.put_back(task)
             return
         assert slot.process is not None
@@ -314,16 +296,12 @@ class Node:
                                    f"to pid={slot.process.pid}")
 
     def _report_progress(self) -> None:
-        now = time.monotonic()
-        if self.logs.staged and now - self.logs.published_at > LOG_UPLOAD_INTERVAL:
-            self.logs.publish_logs()
-        if now - self.logs.overview_at >= OVERVIEW_INTERVAL:
-            if self.logs.write_overview(self.outcomes) and self.on_tick is not None:
-                self.on_tick()
+        if self.logs.tick(self.outcomes) and self.on_tick is not None:
+            self.on_tick()
 
     def _handle_messages(self, woken: Woken) -> None:
-        if self._wake_r in woken.others:
-            os.read(self._wake_r, 64)
+        if self._wakeup.reader in woken.others:
+            self._wakeup.clear()
         for slot in woken.readable:
             for message in self.pool.receive(slot):
                 if message is CLOSED:
@@ -360,7 +338,7 @@ class Node:
         record = MiniBatchRecord(message.index, OK, message.total, message.succeeded,
                                  message.failed, task.try_number)
         if self.location.is_remote:  # the worker wrote it to staging: now it counts
-            self.staging.upload_record(record.index, message.written)
+            self._cache.staging.upload_record(record.index, message.written)
         self.logs.sys_line(slot, task, "ok", message.run_seconds, record)
         if message.failed:
             self.logs.error_event(slot.name, process.pid, task,
@@ -368,7 +346,7 @@ class Node:
                                   f"{message.total} items: {message.failed} items count as failed")
         if message.warning:
             self.logs.warning(slot.name, message.warning)
-        self.staging.release(task)
+        self._cache.staging.release(task)
         self.outcomes.finished(record)
         self.pool.finished(slot)
 
@@ -387,55 +365,44 @@ class Node:
     def _on_deadline(self, slot: Slot) -> None:
         if slot.state == STARTING:
             killed = self.pool.timed_out(slot)
-            error = (f"init() timed out after {self.config.effective_init_timeout:g} s "
-                     "(init_timeout); the worker was killed")
-            self.logs.init_error(slot.name, killed.process.pid, error)
-            self._init_failed(slot, error)
+            self._init_lost(slot, killed, f"init() timed out after {self.config.effective_init_timeout:g} s "
+                            "(init_timeout); the worker was killed")
         elif slot.state == BUSY:
-            self._run_timed_out(slot)
+            task, process = slot.task, slot.process
+            assert task is not None and process is not None
+            error = (f"run() timed out after {self.config.run_invocation_timeout} s "
+                     "(run_invocation_timeout); the worker and its child processes were killed")
+            self.logs.error_event(slot.name, process.pid, task, error,
+                                  "the stack of run() when it was stopped follows, if it could be taken:")
+            self._try_lost(slot, self.pool.timed_out(slot), "timeout", error, logged=True)
         else:  # shutdown() overstayed, or a stop was not heeded
             self.pool.kill(slot)
 
-    def _run_timed_out(self, slot: Slot) -> None:
-        task, process = slot.task, slot.process
-        assert task is not None and process is not None
-        error = (f"run() timed out after {self.config.run_invocation_timeout} s "
-                 "(run_invocation_timeout); the worker and its child processes were killed")
-        self.logs.error_event(slot.name, process.pid, task, error,
-                              "the stack of run() when it was stopped follows, if it could be taken:")
-        killed = self.pool.timed_out(slot)
-        self.logs.sys_line(slot, task, "timeout", self.pool.elapsed(slot), None, pid=process.pid)
-        self._take_back(killed.queued)
-        self._try_failed(slot.name, task, error, pid=process.pid, logged=True)
-
     def _on_exit(self, slot: Slot) -> None:
         killed, how = self.pool.died(slot)
-        pid = killed.process.pid
-        self._take_back(killed.queued)
-        if killed.state == BUSY and killed.task is not None:
-            error = f"the worker process died during run() ({how})"
-            self.logs.sys_line(slot, killed.task, "died", self.pool.elapsed(slot), None, pid=pid)
-            self._try_failed(slot.name, killed.task, error, pid=pid)
+        if killed.state == BUSY:
+            self._try_lost(slot, killed, "died", f"the worker process died during run() ({how})")
         elif killed.state == STARTING:
-            error = (f"the worker process died before init() finished ({how}); see "
-                     f"{logs.user_stderr(self.spec.ip, slot.name)}")
-            self.logs.init_error(slot.name, pid, error)
-            self._init_failed(slot, error)
+            self._init_lost(slot, killed, f"the worker process died before init() finished ({how}); "
+                            f"see {logs.user_stderr(self.spec.ip, slot.name)}")
 
-    def _take_back(self, queued: Task | None) -> None:
-        """The worker is gone: the mini-batch sent ahead never started, it goes back in line."""
-        if queued is not None:
-            self.queue.put_back(queued)
+    def _try_lost(self, slot: Slot, killed: Killed, status: str, error: str,
+                  logged: bool = False) -> None:
+        """The worker that ran a try is gone: the try failed, the one sent ahead goes back."""
+        task, pid = killed.task, killed.process.pid
+        assert task is not None
+        self.logs.sys_line(slot, task, status, self.pool.elapsed(slot), None, pid=pid)
+        self.queue.put_back(killed.queued)
+        self._try_failed(slot.name, task, error, pid=pid, logged=logged)
+
+    def _init_lost(self, slot: Slot, killed: Killed, error: str) -> None:
+        self.logs.init_error(slot.name, killed.process.pid, error)
+        self._init_failed(slot, error)
 
     def _init_failed(self, slot: Slot, error: str) -> None:
-        if slot.process is not None:
-            self.pool.kill(slot)
-        self.init_failures += 1
-        self.last_init_error = error
-        limit = 3 * self.ppn
-        if self.init_failures >= limit and self.stop_reason is None:
-            self.stop_reason = (f"init() failed {self.init_failures} times (limit 3 x "
-                                f"process_count_per_node = {limit}); last: {self.last_init_error}")
+        if self.pool.init_failed(slot) and self.stop_reason is None:
+            self.stop_reason = (f"init() failed {self.pool.init_failures} times (limit 3 x "
+                                f"process_count_per_node = {self.pool.init_budget}); last: {error}")
 
     # -- outcomes -------------------------------------------------------------------------------
 
@@ -451,5 +418,5 @@ class Node:
             return
         if self._stopping():
             return  # not recorded: a later run of the job tries it again
-        self.staging.release(task)
+        self._cache.staging.release(task)
         self.outcomes.failed(task.batch.index, task.count_items(self.spec.datasets), task.try_number)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .. import logs
 from ..masking import Masker
-from ..progress import write_overview
+from ..progress import OVERVIEW_INTERVAL, write_overview
 from ..results import MiniBatchRecord
 from ..storage import LocalLocation, RemoteLocation
 from .outcomes import Outcomes
@@ -22,6 +22,8 @@ from .work_queue import Task
 
 if TYPE_CHECKING:
     from .node import NodeSpec
+
+LOG_UPLOAD_INTERVAL = 30.0  # seconds between uploads of a remote output's logs
 
 
 class NodeLogs:
@@ -104,6 +106,13 @@ class NodeLogs:
                 target = self.work.path(rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.location.get_file(rel, str(target))
+
+    def tick(self, outcomes: Outcomes) -> bool:
+        """Upload the staged logs and rewrite the overview when due; True when it was rewritten."""
+        now = time.monotonic()
+        if self.staged and now - self.published_at > LOG_UPLOAD_INTERVAL:
+            self.publish_logs()
+        return now - self.overview_at >= OVERVIEW_INTERVAL and self.write_overview(outcomes)
 
     def write_overview(self, outcomes: Outcomes) -> bool:
         """Share this node's counts, and rewrite the job's overview from everyone's.

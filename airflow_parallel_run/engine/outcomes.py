@@ -8,7 +8,7 @@ are written by the node (a worker writes the records of those it ran to the end)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..config import ParallelRunConfig
 from ..results import FAILED, MiniBatchRecord, RecordLog, write_remote_record
@@ -33,6 +33,12 @@ class Outcomes:
         self._failed_records: RecordLog | None = None
         self._checked_failures = (0, 0)
         self._checked_at = 0.0
+
+    def counted_before(self, records: Iterable[MiniBatchRecord]) -> None:
+        """Mini-batches finished by an earlier run of the node."""
+        for record in records:
+            self.totals.add(record)
+        self.publish()
 
     def finished(self, record: MiniBatchRecord) -> None:
         """A mini-batch is over."""

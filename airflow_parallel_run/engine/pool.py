@@ -99,12 +99,15 @@ class Woken:
 
 class WorkerPool:
     def __init__(self, names: list[str], factory: Callable[[str], Worker],
-                 init_timeout: float, run_timeout: float,
+                 init_timeout: float, run_timeout: float, init_budget: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``init_budget``: init() failures (all workers together) before the pool gives up."""
         self.slots = [Slot(name) for name in names]
         self.factory = factory
         self.init_timeout = init_timeout
         self.run_timeout = run_timeout
+        self.init_budget = init_budget
+        self.init_failures = 0
         self.clock = clock
 
     # -- queries ------------------------------------------------------------------------------
@@ -123,6 +126,10 @@ class WorkerPool:
 
     def elapsed(self, slot: Slot) -> float:
         return self.clock() - slot.since
+
+    def may_start(self) -> bool:
+        """Never more init() attempts than the budget allows, even with several in flight."""
+        return self.init_failures + self.count(SlotState.STARTING) < self.init_budget
 
     # -- transitions --------------------------------------------------------------------------
 
@@ -165,6 +172,13 @@ class WorkerPool:
             slot.task = None
             self._enter(slot, SlotState.IDLE, None)
         return done
+
+    def init_failed(self, slot: Slot) -> bool:
+        """init() failed, timed out or died: the slot is emptied. True once over budget."""
+        if slot.process is not None:
+            self.kill(slot)
+        self.init_failures += 1
+        return self.init_failures >= self.init_budget
 
     def stop(self, slot: Slot, grace: float) -> None:
         """No more work for this worker: it calls shutdown() and gets ``grace`` seconds."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..plan import MiniBatch
 from .feed import Pending, PlanFeed
+from .messages import RunMiniBatch
 
 
 @dataclass
@@ -28,6 +29,11 @@ class Task:
 
     def next_try(self) -> Task:
         return Task(self.batch, self.try_number + 1, self.local_items, self.size, self.fetched)
+
+    def message(self, items: list[str]) -> RunMiniBatch:
+        """What the worker is sent: ``items`` are the local paths of the mini-batch's files."""
+        return RunMiniBatch(self.batch.index, self.batch.dataset, items, self.try_number,
+                            self.batch.piece, versions=self.batch.piece is None and not self.fetched)
 
     def count_items(self, datasets: dict[str, Any]) -> int:
         """Items of the mini-batch: counted without running it, for failures and logs."""
@@ -100,9 +106,10 @@ class WorkQueue:
         self._retries.appendleft(task.next_try())
         return True
 
-    def put_back(self, task: Task) -> None:
+    def put_back(self, task: Task | None) -> None:
         """A task that never started (its worker went away first) is next in line again."""
-        self._retries.appendleft(task)
+        if task is not None:
+            self._retries.appendleft(task)
 
     def _take(self) -> MiniBatch | None | Pending:
         if self._feed is None:

@@ -1,16 +1,70 @@
-"""What a node prepares once before starting workers: their spec file and environment."""
+"""A node's local cache folder, made once the node has work, and what lives there.
+
+The folder holds the workers' spec, the side inputs, the remote input files of running
+mini-batches and, for a remote output, the staging folder of records and logs. While it
+exists the resource monitor samples the workers; both end with the node.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .. import logs
 from ..inputs import SideInput
 from ..storage import LocalLocation
 from .messages import WorkerSpec
+from .processes import WorkerProcess
+from .staging import Staging
 
 if TYPE_CHECKING:
     from .node import NodeSpec
+    from .node_logs import NodeLogs
+
+
+class NodeCache:
+    def __init__(self, spec: NodeSpec, node_logs: NodeLogs, process_names: list[str],
+                 pids: Callable[[], dict[str, int]]) -> None:
+        """``pids`` tells the resource monitor which processes to sample."""
+        self.dir = tempfile.mkdtemp(prefix=f"parallel-run-node{spec.node_index}-")
+        work = node_logs.stage_in(self.dir, process_names)
+        self.staging = Staging(self.dir, spec.datasets, work, spec.output)
+        self.launcher = WorkerLauncher(spec, self.dir, work, len(process_names))
+        from ..monitor import ResourceMonitor
+
+        self.monitor = ResourceMonitor(
+            work, spec.ip, float(spec.config.resource_monitor_interval), pids,
+            redact=node_logs.masker.mask if node_logs.masker else None)
+        self.monitor.start()
+
+    def stop_monitor(self) -> None:
+        self.monitor.stop()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class WorkerLauncher:
+    """The pool's process factory: workers share one spec file and one environment."""
+
+    def __init__(self, spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> None:
+        """``work`` holds the workers' output and logs; ``workers`` share the machine's cores."""
+        self.spec = spec
+        self.work = work
+        self.spec_path = write_worker_spec(spec, cache_dir, work, workers)
+        self.env = worker_env(spec.config.environment_variables)
+
+    def launch(self, name: str) -> WorkerProcess:
+        ip = self.spec.ip
+        return WorkerProcess(
+            name, self.spec_path,
+            str(self.work.path(logs.user_stdout(ip, name))),
+            str(self.work.path(logs.user_stderr(ip, name))),
+            cwd=self.spec.working_dir, env=self.env,
+        )
 
 
 def write_worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> str:
