@@ -1,28 +1,35 @@
 """A node: one supervisor running a pool of worker processes over one shard of mini-batches.
 
-Data flow::
+The data flow::
 
-    plan files ----+                                      +--> records (the worker writes them;
-                   +--> WorkQueue --next()--> WorkerPool  |     the node writes failures)
-    PlanFeed ------+      ^  (work_queue.py)  (pool.py)   |
-     (planner thread)     |                     | RunMiniBatch
-                          |                     v         |
-                          +-- retries <--- worker 1..N ---+--> MiniBatchDone / MiniBatchFailed
-                              (timeout, death, failed try)      / Ready / InitFailed / Stopped
+    planning thread |  node thread (the loop below)                       |  worker processes
+    ----------------+-----------------------------------------------------+-----------------
+    put() -> PlanFeed --+                                                  |
+    plan files ---------+-> WorkQueue --next()--> WorkerPool ---RunMiniBatch---> worker 1..N
+                              ^  (retries first)   (slots)                 |    init(), run(),
+                              |                                            |    shutdown()
+                   retry(), put_back()                                     |       |
+                              |                                            |       v
+                           Node._on_* <-- Ready, MiniBatchDone, MiniBatchFailed, InitFailed,
+                              |           Stopped; an exit (pidfd); a deadline passed
+                              v                                            |
+                   Outcomes (counts shared with the other nodes,           |   records of the
+                   records of failed mini-batches), NodeLogs               |   mini-batches run
 
-Threads: the loop (:meth:`Node.run`) runs on one thread and alone touches the pool, the queue,
-the logs and the counts. Two things cross from other threads: :meth:`Node.abort` (any thread,
-or a signal handler) sets a flag and writes to the node's wake-up pipe; a :class:`PlanFeed`
-is filled by the planner thread and read by the node thread (see feed.py for how the two
-meet), and the planner wakes the loop through the same pipe.
+Threads: the loop runs on the node's own thread and alone touches the pool, the queue,
+the logs and the counts. Other threads reach in at three points: :meth:`Node.abort` (any
+thread, or a signal handler) sets a flag and wakes the loop through its pipe; the planning
+thread fills the :class:`PlanFeed` that the loop reads (no lock: see feed.py; a put wakes
+the loop through the same pipe); and for a node fed while planning, :meth:`Node.assign`
+hands over the finished plan, whole attributes the loop reads when it next needs them.
 
-Each turn of the loop is a few named steps: check the thresholds (and stop if one broke),
-hand out work, report progress, wait for a message, an exit, a deadline or a wake-up, then
-handle what came. Workers pull work as they free up: a slow mini-batch holds back only its
-own worker. A run() past ``run_invocation_timeout`` gets its worker and everything that
-worker started killed; a fresh worker (with its own init()) takes the place. After
-``run_max_try`` failed tries the mini-batch is recorded as failed. Too many init() failures,
-a broken threshold or abort() stop the node.
+Each turn of the loop is named steps: check the thresholds (and stop early if one broke),
+hand out work, report progress, wait, handle messages, handle exits and deadlines. Workers
+pull work as they free up and get their next mini-batch ahead, so a slow mini-batch holds
+back only its own worker. A run() past ``run_invocation_timeout`` gets its worker and
+everything that worker started killed; a fresh worker (with its own init()) takes the
+place. After ``run_max_try`` failed tries the mini-batch is recorded as failed. Too many
+init() failures, a broken threshold or abort() stop the node.
 """
 
 from __future__ import annotations
@@ -241,10 +248,7 @@ class Node:
 
     def _check_thresholds(self) -> None:
         if self.stop_reason is None:
-            self.stop_reason = self.outcomes.broken_threshold(self.config)
-            if self.stop_reason:
-                self.logs.master(f"threshold check on node {self.spec.node_index}: {self.stop_reason}; "
-                                 "no new mini-batch starts, running ones are stopped")
+            self.stop_reason = self.outcomes.broken_threshold(self.config, self.logs.master)
 
     def _stopping(self) -> bool:
         return self.aborted or self.stop_reason is not None
@@ -339,13 +343,7 @@ class Node:
                                  message.failed, task.try_number)
         if self.location.is_remote:  # the worker wrote it to staging: now it counts
             self._cache.staging.upload_record(record.index, message.written)
-        self.logs.sys_line(slot, task, "ok", message.run_seconds, record)
-        if message.failed:
-            self.logs.error_event(slot.name, process.pid, task,
-                                  f"run() returned {message.succeeded} results for "
-                                  f"{message.total} items: {message.failed} items count as failed")
-        if message.warning:
-            self.logs.warning(slot.name, message.warning)
+        self.logs.mini_batch_done(slot, process.pid, task, record, message)
         self._cache.staging.release(task)
         self.outcomes.finished(record)
         self.pool.finished(slot)

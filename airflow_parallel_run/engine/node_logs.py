@@ -16,6 +16,7 @@ from ..masking import Masker
 from ..progress import OVERVIEW_INTERVAL, write_overview
 from ..results import MiniBatchRecord
 from ..storage import LocalLocation, RemoteLocation
+from .messages import MiniBatchDone
 from .outcomes import Outcomes
 from .pool import Slot
 from .work_queue import Task
@@ -85,6 +86,17 @@ class NodeLogs:
         for fd in self._log_fds.values():
             os.close(fd)
         self._log_fds.clear()
+
+    def mini_batch_done(self, slot: Slot, pid: int, task: Task, record: MiniBatchRecord,
+                        message: MiniBatchDone) -> None:
+        """run() returned: its sys line, and what the worker found wrong with its results."""
+        self.sys_line(slot, task, "ok", message.run_seconds, record)
+        if message.failed:
+            self.error_event(slot.name, pid, task,
+                             f"run() returned {message.succeeded} results for "
+                             f"{message.total} items: {message.failed} items count as failed")
+        if message.warning:
+            self.warning(slot.name, message.warning)
 
     def debug(self, process: str, text: str) -> None:
         """Worker life and dispatch details, with logging_level DEBUG only."""

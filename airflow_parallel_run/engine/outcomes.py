@@ -68,14 +68,19 @@ class Outcomes:
     def job_totals(self, fresh: bool = False) -> Totals:
         return self.shared.job_totals(self.totals, fresh=fresh)
 
-    def broken_threshold(self, config: ParallelRunConfig) -> str | None:
-        """Checked after a failure here, and every ``poll`` seconds for the other nodes'."""
+    def broken_threshold(self, config: ParallelRunConfig, note: Callable[[str], None]) -> str | None:
+        """Checked after a failure here, and every ``poll`` seconds for the other nodes';
+        ``note`` hears of a broken one."""
         now = time.monotonic()
         failures = (self.totals.failed_items, self.totals.failed_mini_batches)
         if failures == self._checked_failures and now - self._checked_at < self.poll:
             return None
         self._checked_failures, self._checked_at = failures, now
-        return exceeded_while_running(config, self.job_totals())
+        reason = exceeded_while_running(config, self.job_totals())
+        if reason:
+            note(f"threshold check on node {self.node_index}: {reason}; "
+                 "no new mini-batch starts, running ones are stopped")
+        return reason
 
     def close(self) -> None:
         if self._failed_records is not None:
