@@ -102,7 +102,6 @@ class NodeResult:
                    data.get("aborted", False))
 
 
-
 STARTING, IDLE, BUSY, GONE = SlotState.STARTING, SlotState.IDLE, SlotState.BUSY, SlotState.GONE
 
 
@@ -128,6 +127,8 @@ class _WakeUp:
 
 
 class Node:
+    """Supervises the worker pool over one shard of the plan (see the module's docstring)."""
+
     def __init__(self, spec: NodeSpec, indices: range, on_record: Listener | None = None,
                  on_tick: Callable[[], None] | None = None) -> None:
         """``on_record`` hears of every finished mini-batch, ``on_tick`` is called every

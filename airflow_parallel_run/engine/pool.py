@@ -2,10 +2,12 @@
 
 A slot keeps its name (and so its log files) while the process in it is replaced. Its life::
 
-    GONE --start--> STARTING --ready--> IDLE --send--> BUSY --finished--> IDLE (or BUSY: the
-     ^                                   |              |                  task sent ahead)
-     |                                   +--stop--> STOPPING --stopped--+
-     +------ kill (timed out, died, init failed, stopped early) --------+
+    GONE --start--> STARTING --ready--> IDLE --send--> BUSY --finished--> IDLE, or BUSY with
+      ^                                  |                                  the task sent ahead
+      |                                  +--stop--> STOPPING
+      |                                                 |
+      +-- kill, from any state: after a timeout, a death, a failed init(), a stop early,
+          or once shutdown() is done
 
 The pool decides nothing about work: it records what was sent where, and "kill the process
 and clear the slot" happens in one place (:meth:`WorkerPool.kill`), which hands back what
@@ -29,6 +31,8 @@ INFINITY = float("inf")
 
 
 class Connection(Protocol):
+    """The worker's end of the socket pair, as the pool uses it."""
+
     def send(self, obj: Any) -> None: ...
     def recv(self) -> Any: ...
     def poll(self) -> bool: ...
@@ -62,6 +66,8 @@ class SlotState(enum.Enum):
 
 @dataclass
 class Slot:
+    """A place in the pool; the process in it is replaced when it dies, the name stays."""
+
     name: str
     process: Worker | None = None
     state: SlotState = SlotState.GONE
