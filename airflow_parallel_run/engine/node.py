@@ -35,6 +35,8 @@ init() failures, a broken threshold or abort() stop the node.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,7 +152,8 @@ class Node:
         self.queue = WorkQueue(int(self.config.run_max_try), self._stopping)
         self.masker = Masker(spec.secrets)
         self.logs = NodeLogs(spec, self.masker)
-        self.cache: NodeCache | None = None  # made once the node has work
+        self.cache_dir = ""  # made once the node has work, removed when it ends
+        self.cache: NodeCache | None = None
         self._wakeup = _WakeUp()
 
     # -- public ---------------------------------------------------------------------------------
@@ -196,8 +199,8 @@ class Node:
             self.pool.kill_all()
             self.logs.close()
             self.outcomes.close()
-            if self.cache is not None:
-                self.cache.remove()
+            if self.cache_dir:
+                shutil.rmtree(self.cache_dir, ignore_errors=True)
             self._wakeup.close()
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -217,8 +220,9 @@ class Node:
         return True
 
     def _prepare(self) -> None:
-        self.cache = NodeCache(self.spec, self.logs, [slot.name for slot in self.pool.slots],
-                               self.pool.pids)
+        self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{self.spec.node_index}-")
+        self.cache = NodeCache(self.spec, self.cache_dir, self.logs,
+                               [slot.name for slot in self.pool.slots], self.pool.pids)
 
     def _launch(self, name: str) -> WorkerProcess:
         return self._cache.launcher.launch(name)

@@ -1,15 +1,13 @@
-"""A node's local cache folder, made once the node has work, and what lives there.
+"""What a node keeps in its local cache folder once it has work, and how it starts workers.
 
-The folder holds the workers' spec, the side inputs, the remote input files of running
-mini-batches and, for a remote output, the staging folder of records and logs. While it
-exists the resource monitor samples the workers; both end with the node.
+The folder (made and removed by the node) holds the workers' spec, the side inputs, the
+remote input files of running mini-batches and, for a remote output, the staging folder
+of records and logs. The resource monitor samples the workers meanwhile.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -26,10 +24,10 @@ if TYPE_CHECKING:
 
 
 class NodeCache:
-    def __init__(self, spec: NodeSpec, node_logs: NodeLogs, process_names: list[str],
-                 pids: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, spec: NodeSpec, cache_dir: str, node_logs: NodeLogs,
+                 process_names: list[str], pids: Callable[[], dict[str, int]]) -> None:
         """``pids`` tells the resource monitor which processes to sample."""
-        self.dir = tempfile.mkdtemp(prefix=f"parallel-run-node{spec.node_index}-")
+        self.dir = cache_dir
         work = node_logs.stage_in(self.dir, process_names)
         self.staging = Staging(self.dir, spec.datasets, work, spec.output)
         self.launcher = WorkerLauncher(spec, self.dir, work, len(process_names))
@@ -42,9 +40,6 @@ class NodeCache:
 
     def stop_monitor(self) -> None:
         self.monitor.stop()
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class WorkerLauncher:
