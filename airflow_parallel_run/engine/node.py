@@ -167,9 +167,7 @@ class Node:
         """Start the workers (and their init()) while the plan is still being made; a later
         :meth:`assign` gives the node its share. Only for a local output that holds no job
         yet: planning then clears nothing the workers have opened."""
-        self._prepare()
-        for slot in self.pool.slots:
-            self._start(slot)
+        self._start_workers(self.ppn)
         self.started_early = True
 
     def stream(self, feed: PlanFeed, on_record: Listener | None) -> None:
@@ -214,15 +212,16 @@ class Node:
             return False
         self.queue.read_plan(b for b in iter_plan(self.location, self.indices) if b.index not in done)
         if not self.started_early:  # workers started early with nothing to do are stopped
-            self._prepare()
-            for slot in self.pool.slots[: min(self.ppn, todo)]:
-                self._start(slot)
+            self._start_workers(min(self.ppn, todo))
         return True
 
-    def _prepare(self) -> None:
+    def _start_workers(self, count: int) -> None:
+        """The node's cache (the workers' spec, the resource monitor...), then the workers."""
         self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{self.spec.node_index}-")
         self.cache = NodeCache(self.spec, self.cache_dir, self.logs,
                                [slot.name for slot in self.pool.slots], self.pool.pids)
+        for slot in self.pool.slots[:count]:
+            self._start(slot)
 
     def _launch(self, name: str) -> WorkerProcess:
         return self._cache.launcher.launch(name)
@@ -233,7 +232,7 @@ class Node:
 
     @property
     def _cache(self) -> NodeCache:
-        assert self.cache is not None, "made by _prepare() before any worker starts"
+        assert self.cache is not None, "made by _start_workers() before any worker starts"
         return self.cache
 
     # -- the loop -------------------------------------------------------------------------------

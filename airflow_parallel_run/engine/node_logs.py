@@ -28,6 +28,8 @@ LOG_UPLOAD_INTERVAL = 30.0  # seconds between uploads of a remote output's logs
 
 
 class NodeLogs:
+    """The logs one node writes, kept open while it runs."""
+
     def __init__(self, spec: NodeSpec, masker: Masker) -> None:
         self.spec = spec
         self.config = spec.config

@@ -19,6 +19,8 @@ Listener = Callable[[int, MiniBatchRecord], None]
 
 
 class Outcomes:
+    """The node's counts of finished mini-batches, and the records of those failed here."""
+
     def __init__(self, location: OutputLocation, node_index: int, ip: str,
                  on_record: Listener | None, poll: float) -> None:
         """``on_record`` hears of every finished mini-batch; without a failure here, the other

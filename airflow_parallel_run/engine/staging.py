@@ -18,6 +18,8 @@ from .work_queue import Task
 
 
 class Staging:
+    """Copies of remote input files in the node's cache, and records put to a remote output."""
+
     def __init__(self, cache_dir: str, datasets: dict[str, Any], work: LocalLocation,
                  location: OutputLocation) -> None:
         """``work`` is where the workers write; ``location`` the job's output."""

@@ -49,6 +49,8 @@ class Task:
 
 
 class WorkQueue:
+    """The node's line of work; only the node's loop uses it."""
+
     def __init__(self, run_max_try: int, stopping: Callable[[], bool]) -> None:
         """``stopping`` says the node is stopping: nothing more is handed out or retried."""
         self.run_max_try = run_max_try
