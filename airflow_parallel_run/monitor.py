@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -44,6 +44,8 @@ DISK_COLUMNS = ("time", "mount", "total_gb", "used_gb", "free_gb", "percent")
 MB = 1024 ** 2
 GB = 1024 ** 3
 COMMAND_WIDTH = 2000  # characters of a command line kept in a process table snapshot
+
+T = TypeVar("T")
 
 
 def perf_rel(ip: str, name: str) -> str:
@@ -174,7 +176,7 @@ class ResourceMonitor:
         if not workers:
             return []
         children = _children_of_each_process()
-        rows = []
+        rows: list[list[object]] = []
         for name, pid in sorted(workers.items()):
             try:
                 process = self._worker(pid)
@@ -197,7 +199,7 @@ class ResourceMonitor:
         return process
 
     def _disk_rows(self, now: str) -> list[list[object]]:
-        rows = []
+        rows: list[list[object]] = []
         for mount in self._mounts:
             try:
                 usage = psutil.disk_usage(mount)
@@ -333,7 +335,7 @@ def _mounts_of(paths: list[str]) -> list[str]:
     return mounts
 
 
-def _optional(fn: Callable[[], object]) -> object:
+def _optional(fn: Callable[[], T]) -> T | None:
     """A counter this machine may not have (containers without disks, sandboxes)."""
     try:
         return fn()

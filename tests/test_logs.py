@@ -131,9 +131,9 @@ def test_the_overview_is_rewritten_while_the_job_runs(runner, monkeypatch):
     import threading
     import time
 
-    from airflow_parallel_run.engine import node
+    from airflow_parallel_run.engine import node_logs
 
-    monkeypatch.setattr(node, "OVERVIEW_INTERVAL", 0.3)
+    monkeypatch.setattr(node_logs, "OVERVIEW_INTERVAL", 0.3)
     make_files(runner.inputs, 8)
     script = runner.script("import time\ndef run(mb):\n    time.sleep(0.4)\n    return mb\n")
     seen: list[str] = []

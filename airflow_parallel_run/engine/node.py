@@ -1,18 +1,35 @@
 """A node: one supervisor running a pool of worker processes over one shard of mini-batches.
 
-Data flow (one thread, no locks)::
+The data flow::
 
-    plan chunks --> _next_task() --RunMiniBatch--> worker 1..N --MiniBatchDone/Failed--> _on_message()
-                       ^                                |                                   |
-                       +--------- retry queue <---------+ timeout / death / failed try      v
-                                                                         records (written by the worker
-                                                                         or, for failures, by the node)
+    planning thread |  node thread (the loop below)                       |  worker processes
+    ----------------+-----------------------------------------------------+-----------------
+    put() -> PlanFeed --+                                                  |
+    plan files ---------+-> WorkQueue --next()--> WorkerPool ---RunMiniBatch---> worker 1..N
+                              ^  (retries first)   (slots)                 |    init(), run(),
+                              |                                            |    shutdown()
+                   retry(), put_back()                                     |       |
+                              |                                            |       v
+                           Node._on_* <-- Ready, MiniBatchDone, MiniBatchFailed, InitFailed,
+                              |           Stopped; an exit (pidfd); a deadline passed
+                              v                                            |
+                   Outcomes (counts shared with the other nodes,           |   records of the
+                   records of failed mini-batches), NodeLogs               |   mini-batches run
 
-Workers pull work as they free up: a slow mini-batch holds back only its own worker. A run()
-past ``run_invocation_timeout`` gets its worker and everything that worker started killed; a
-fresh worker (with its own init()) takes the place. After ``run_max_try`` failed tries the
-mini-batch is recorded as failed. Too many init() failures, a broken threshold or abort()
-stop the node.
+Threads: the loop runs on the node's own thread and alone touches the pool, the queue,
+the logs and the counts. Other threads reach in at three points: :meth:`Node.abort` (any
+thread, or a signal handler) sets a flag and wakes the loop through its pipe; the planning
+thread fills the :class:`PlanFeed` that the loop reads (no lock: see feed.py; a put wakes
+the loop through the same pipe); and for a node fed while planning, :meth:`Node.assign`
+hands over the finished plan, whole attributes the loop reads when it next needs them.
+
+Each turn of the loop is named steps: check the thresholds (and stop early if one broke),
+hand out work, report progress, wait, handle messages, handle exits and deadlines. Workers
+pull work as they free up and get their next mini-batch ahead, so a slow mini-batch holds
+back only its own worker. A run() past ``run_invocation_timeout`` gets its worker and
+everything that worker started killed; a fresh worker (with its own init()) takes the
+place. After ``run_max_try`` failed tries the mini-batch is recorded as failed. Too many
+init() failures, a broken threshold or abort() stop the node.
 """
 
 from __future__ import annotations
@@ -20,46 +37,36 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 from typing import Any
 
-from .. import events, logs
+from .. import logs
 from ..config import ParallelRunConfig
 from ..inputs import SideInput
 from ..masking import Masker
-from ..plan import JobPlan, MiniBatch, iter_plan
-from ..progress import OVERVIEW_INTERVAL, write_overview
-from ..results import (
-    FAILED,
-    OK,
-    MiniBatchRecord,
-    RecordLog,
-    read_records,
-    write_remote_record,
-)
-from ..storage import LocalLocation, OutputLocation
-from ..thresholds import SharedCounts, Totals, exceeded_while_running
-from .feed import Pending, PlanFeed
+from ..plan import JobPlan, iter_plan
+from ..results import OK, MiniBatchRecord
+from ..storage import OutputLocation
+from ..thresholds import Totals
+from .feed import PlanFeed
 from .messages import (
     InitFailed,
     MiniBatchDone,
     MiniBatchFailed,
     Ready,
-    RunMiniBatch,
-    Stop,
     Stopped,
-    WorkerSpec,
 )
+from .node_cache import NodeCache
+from .node_logs import NodeLogs
+from .outcomes import Listener, Outcomes
+from .pool import CLOSED, Killed, Slot, SlotState, Woken, WorkerPool
 from .processes import WorkerProcess
+from .resume import finished_earlier
+from .work_queue import Task, WorkQueue
 
-STARTING, IDLE, BUSY, STOPPING, GONE = "starting", "idle", "busy", "stopping", "gone"
 SHUTDOWN_GRACE = 30.0  # seconds for shutdown() before the worker is killed
 STOP_GRACE = 5.0  # seconds an idle worker gets to exit once the node is stopping early
-LOG_UPLOAD_INTERVAL = 30.0  # seconds between uploads of a remote output's logs
 POLL = 1.0  # longest wait without a message: counters of other nodes are read this often
 
 
@@ -97,314 +104,136 @@ class NodeResult:
                    data.get("aborted", False))
 
 
-@dataclass
-class _Task:
-    batch: MiniBatch
-    try_number: int = 1
-    local_items: list[str] | None = None
-    size: int | None = None  # items, once known (a table piece's rows are known once read)
-    fetched: bool = False  # its files were copied into the node's cache
+STARTING, IDLE, BUSY, GONE = SlotState.STARTING, SlotState.IDLE, SlotState.BUSY, SlotState.GONE
 
 
-@dataclass
-class _Slot:
-    """A place in the pool; the process in it is replaced when it dies, the name stays."""
+class _WakeUp:
+    """A pipe whose read end the loop waits on: written by abort() and by the planner's feed."""
 
-    name: str
-    process: WorkerProcess | None = None
-    state: str = GONE
-    task: _Task | None = None  # running in the worker
-    queued: _Task | None = None  # sent ahead: the worker starts it as soon as `task` is done
-    since: float = 0.0
-    deadline: float = float("inf")
+    def __init__(self) -> None:
+        self.reader, self.writer = os.pipe()
+        os.set_blocking(self.writer, False)  # a full pipe already means "wake up"
 
+    def wake(self) -> None:
+        try:
+            os.write(self.writer, b"x")
+        except OSError:
+            pass
 
-Listener = Callable[[int, MiniBatchRecord], None]
+    def clear(self) -> None:
+        os.read(self.reader, 64)
+
+    def close(self) -> None:
+        os.close(self.reader)
+        os.close(self.writer)
 
 
 class Node:
+    """Supervises the worker pool over one shard of the plan (see the module's docstring)."""
+
     def __init__(self, spec: NodeSpec, indices: range, on_record: Listener | None = None,
                  on_tick: Callable[[], None] | None = None) -> None:
         """``on_record`` hears of every finished mini-batch, ``on_tick`` is called every
         OVERVIEW_INTERVAL seconds while the node runs (for progress lines)."""
         self.spec = spec
-        self.on_tick = on_tick
         self.config = spec.config
         self.indices = indices
         self.location = spec.output
-        self.on_record = on_record
-        self.totals = Totals()
-        self.shared = SharedCounts(self.location, spec.node_index)
-        self.retries: deque[_Task] = deque()
-        self.plan_iter: Iterator[MiniBatch] = iter(())
-        self.peeked: MiniBatch | None = None
-        self.plan_done = False
-        self.init_failures = 0
-        self.last_init_error = ""
+        self.on_tick = on_tick
+        self.outcomes = Outcomes(self.location, spec.node_index, spec.ip, on_record, POLL)
         self.stop_reason: str | None = None
         self.aborted = False
-        self.ppn = int(self.config.process_count_per_node)
-        self.slots = [
-            _Slot(logs.process_name(spec.node_index, self.ppn, i)) for i in range(self.ppn)
-        ]
-        self.cache_dir = ""
-        self.spec_path = ""
         self.started_early = False
-        # Workers write to local disk only: the output folder itself, or for a remote output a
-        # staging folder whose records and logs this node uploads.
-        self.work: LocalLocation | None = (
-            spec.output if isinstance(spec.output, LocalLocation) else None)
-        self.published_at = 0.0
-        self.overview_at = 0.0
+        self.ppn = int(self.config.process_count_per_node)
+        self.pool = WorkerPool(
+            [logs.process_name(spec.node_index, self.ppn, i) for i in range(self.ppn)],
+            self._launch, self.config.effective_init_timeout,
+            float(self.config.run_invocation_timeout), init_budget=3 * self.ppn)
+        self.queue = WorkQueue(int(self.config.run_max_try), self._stopping)
         self.masker = Masker(spec.secrets)
-        self.monitor: Any = None  # a monitor.ResourceMonitor once the node has work
-        self._log_fds: dict[str, int] = {}
-        self._checked_failures = (0, 0)
-        self._checked_at = 0.0
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
-        self.feed: PlanFeed | None = None  # mini-batches straight from the planner (stream())
-        self.failed_records: RecordLog | None = None  # records of mini-batches failed here
+        self.logs = NodeLogs(spec, self.masker)
+        self.cache_dir = ""  # made once the node has work, removed when it ends
+        self.cache: NodeCache | None = None
+        self._wakeup = _WakeUp()
 
     # -- public ---------------------------------------------------------------------------------
 
     def abort(self) -> None:
         """Stop soon, from any thread or a signal handler: running mini-batches are killed."""
         self.aborted = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._wakeup.wake()
 
     def start_early(self) -> None:
         """Start the workers (and their init()) while the plan is still being made; a later
         :meth:`assign` gives the node its share. Only for a local output that holds no job
         yet: planning then clears nothing the workers have opened."""
-        self._prepare()
-        for slot in self.slots:
-            self._spawn(slot)
+        self._start_workers(self.ppn)
         self.started_early = True
 
     def stream(self, feed: PlanFeed, on_record: Listener | None) -> None:
         """Take mini-batches from ``feed`` while the planner makes the plan: for a node started
         early (a fresh output, so nothing to resume) that owns every mini-batch of the job.
         :meth:`assign` follows once the plan is complete; :meth:`run` may start before."""
-        self.feed = feed
-        self.on_record = on_record
-        feed.wake_through(self._wake_w)
+        self.queue.read_feed(feed)
+        self.outcomes.on_record = on_record
+        feed.wake_through(self._wakeup.writer)
 
     def assign(self, job_plan: JobPlan, indices: range, on_record: Listener | None) -> None:
         """The share of a node made (and maybe started) before the plan was ready."""
         self.spec.plan = job_plan
         self.indices = indices
-        self.on_record = on_record
+        self.outcomes.on_record = on_record
 
     def run(self) -> NodeResult:
         try:
-            return self._run()
+            if self.queue.feeding or self._resume():  # fed: a fresh job, nothing to resume
+                self._loop()
+            self.outcomes.publish()
+            return NodeResult(self.spec.node_index, self.outcomes.totals, self.stop_reason,
+                              self.aborted)
         finally:
-            if self.monitor is not None:
-                self.monitor.stop()
-            for slot in self.slots:
-                if slot.process is not None:
-                    slot.process.kill_tree()
-                    slot.process = None
-            self._close_logs()
-            if self.failed_records is not None:
-                self.failed_records.close()
-            if self.work is not None:
-                self.masker.scrub_tree(str(self.work.path("logs")))
-            if self.cache_dir and self.location.is_remote:
-                self._publish_logs()
+            if self.cache is not None:
+                self.cache.stop_monitor()
+            self.pool.kill_all()
+            self.logs.close()
+            self.outcomes.close()
             if self.cache_dir:
                 shutil.rmtree(self.cache_dir, ignore_errors=True)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._wakeup.close()
 
     # -- set-up ---------------------------------------------------------------------------------
 
-    def _arrow_threads(self) -> int:
-        """pyarrow threads per worker when reading tables: the cores shared among the workers.
-
-        pyarrow's default is a thread per core in every process; with a pool of workers that
-        oversubscribes the cores (the tabular benchmark runs 7% faster with the share). An
-        OMP_NUM_THREADS the user sets, on this process or in environment_variables, wins.
-        """
-        if "OMP_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in self.config.environment_variables:
-            return 0
-        return max(1, len(os.sched_getaffinity(0)) // self.ppn)
-
-    def _run(self) -> NodeResult:
-        if self.feed is not None:  # a fresh job: nothing done yet, the planner feeds us
-            self._loop()
-            self.shared.publish(self.totals)
-            return NodeResult(self.spec.node_index, self.totals, self.stop_reason, self.aborted)
-        done = {i: r for i, r in read_records(self.location, self.indices).items() if r.status == OK}
-        for index in self._changed_inputs(done):
-            del done[index]
-        for record in done.values():
-            self.totals.add(record)
-        self.shared.publish(self.totals)
+    def _resume(self) -> bool:
+        """Count what earlier runs finished, and queue the rest: False when nothing is to run."""
+        done = finished_earlier(self.location, self.indices, self.spec.node_index, self.logs.master)
+        self.outcomes.counted_before(done.values())
         todo = len(self.indices) - len(done)
-        if todo or self.started_early:
-            self.plan_iter = (b for b in iter_plan(self.location, self.indices) if b.index not in done)
-            if not self.started_early:
-                self._prepare()
-                for slot in self.slots[: min(self.ppn, todo)]:
-                    self._spawn(slot)
-            self._loop()  # workers started early with nothing to do get Stop here
-        self.shared.publish(self.totals)
-        return NodeResult(self.spec.node_index, self.totals, self.stop_reason, self.aborted)
-
-    def _changed_inputs(self, done: dict[int, MiniBatchRecord]) -> list[int]:
-        """Finished mini-batches whose input files changed since they ran: they run again."""
-        if not any(r.finished_at is not None for r in done.values()):
-            return []
-        changed = []
-        for batch in iter_plan(self.location, self.indices):
-            record = done.get(batch.index)
-            if record is None or record.finished_at is None:
-                continue
-            try:  # ctime too: a file copied in with an old mtime (cp -p, rsync) is new here
-                latest = max(max(st.st_mtime, st.st_ctime) for st in map(os.stat, batch.items))
-            except OSError:  # gone: its results stay, as the plan still names it
-                continue
-            if latest > record.finished_at:
-                changed.append(batch.index)
-        if changed:
-            self.location.append_text(logs.MASTER_ROLE, logs.line(
-                f"node {self.spec.node_index}: {len(changed)} finished mini-batches have input "
-                f"files that changed since they ran (first: {changed[0]}); they run again"))
-        return changed
-
-    def _prepare(self) -> None:
-        spec = self.spec
-        self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{spec.node_index}-")
-        if self.work is None:
-            self.work = LocalLocation(os.path.join(self.cache_dir, "staging"))
-            self._fetch_earlier_logs()
-        side_paths = {side.name: side.fetch(self.cache_dir) for side in spec.side_inputs}
-        arguments = [side_paths[a.name] if isinstance(a, SideInput) else str(a)
-                     for a in spec.arguments]
-        worker_spec = WorkerSpec(
-            entry_script=spec.entry_script, working_dir=spec.working_dir,
-            arguments=arguments, output_root=str(self.work.root),
-            output_action=self.config.output_action,
-            append_row_separator=self.config.append_row_separator,
-            append_row_dataframe_header=self.config.append_row_dataframe_header,
-            logging_level=self.config.logging_level, ip=spec.ip,
-            node_index=spec.node_index, side_inputs=side_paths, secrets=list(spec.secrets),
-            tables={name: {"options": d.options, "storage_options": d.storage_options}
-                    for name, d in spec.datasets.items() if d.kind == "tabular"},
-            arrow_threads=self._arrow_threads(),
-        )
-        self.spec_path = os.path.join(self.cache_dir, "worker_spec.json")
-        with open(self.spec_path, "w", encoding="utf-8") as handle:
-            handle.write(worker_spec.to_json())
-        from ..monitor import ResourceMonitor
-
-        self.monitor = ResourceMonitor(
-            self.work, spec.ip, float(self.config.resource_monitor_interval),
-            lambda: {s.name: p.pid for s in self.slots if (p := s.process) is not None},
-            redact=self.masker.mask if self.masker else None)
-        self.monitor.start()
-        self.env = dict(os.environ)
-        self.env.update(self.config.environment_variables)
-        # The worker must import this package even when it is not installed (a source tree).
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, self.env.get("PYTHONPATH")) if p
-        )
-
-    def _spawn(self, slot: _Slot) -> None:
-        ip = self.spec.ip
-        slot.process = WorkerProcess(
-            slot.name, self.spec_path,
-            str(self.work.path(logs.user_stdout(ip, slot.name))),
-            str(self.work.path(logs.user_stderr(ip, slot.name))),
-            cwd=self.spec.working_dir, env=self.env,
-        )
-        slot.state = STARTING
-        slot.task = None
-        slot.since = time.monotonic()
-        self._debug(slot.name, f"started worker pid={slot.process.pid}")
-        slot.deadline = slot.since + self.config.effective_init_timeout
-
-    # -- work queue -----------------------------------------------------------------------------
-
-    def _has_work(self) -> bool:
-        if self._stopping():
+        if not todo and not self.started_early:
             return False
-        if self.retries:
-            return True
-        if self.peeked is None and not self.plan_done:
-            if self.feed is None:
-                self.peeked = next(self.plan_iter, None)
-            else:
-                taken = self.feed.take()
-                if isinstance(taken, Pending):
-                    return False
-                self.peeked = taken
-            self.plan_done = self.peeked is None
-        return self.peeked is not None
+        self.queue.read_plan(b for b in iter_plan(self.location, self.indices) if b.index not in done)
+        if not self.started_early:  # workers started early with nothing to do are stopped
+            self._start_workers(min(self.ppn, todo))
+        return True
 
-    def _plan_pending(self) -> bool:
-        """The planner may still hand us mini-batches: idle workers wait instead of stopping."""
-        return self.feed is not None and not self.plan_done and not self._stopping()
+    def _start_workers(self, count: int) -> None:
+        """The node's cache (the workers' spec, the resource monitor...), then the workers."""
+        self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{self.spec.node_index}-")
+        self.cache = NodeCache(self.spec, self.cache_dir, self.logs,
+                               [slot.name for slot in self.pool.slots], self.pool.pids)
+        for slot in self.pool.slots[:count]:
+            self._start(slot)
 
-    def _next_task(self) -> _Task | None:
-        if not self._has_work():
-            return None
-        if self.retries:
-            return self.retries.popleft()
-        batch, self.peeked = self.peeked, None
-        assert batch is not None
-        return _Task(batch)
+    def _launch(self, name: str) -> WorkerProcess:
+        return self._cache.launcher.launch(name)
 
-    def _stopping(self) -> bool:
-        return self.aborted or self.stop_reason is not None
+    def _start(self, slot: Slot) -> None:
+        process = self.pool.start(slot)
+        self.logs.debug(slot.name, f"started worker pid={process.pid}")
 
-    def _size(self, task: _Task) -> int:
-        """Items of the mini-batch: counted without running it, for failures and logs."""
-        if task.size is None:
-            task.size = task.batch.known_size
-        if task.size is None:  # a CSV / JSON-lines piece: count its lines
-            from ..inputs.tabular import TablePiece, count_rows_estimate
-
-            dataset = self.spec.datasets[task.batch.dataset]
-            task.size = count_rows_estimate(TablePiece.from_dict(task.batch.piece or {}),
-                                            dataset.options, dataset.storage_options)
-        return task.size
-
-    def _local_items(self, task: _Task) -> list[str]:
-        """Remote files are fetched to this node's cache; local paths are used as they are."""
-        if task.batch.piece is not None:
-            return []  # a table piece: the worker reads its rows itself
-        if task.local_items is None:
-            dataset = self.spec.datasets.get(task.batch.dataset)
-            if dataset is None or not dataset.remote:
-                task.local_items = task.batch.items  # listed as plain local paths
-            else:
-                task.local_items = self._fetch(task.batch, dataset)
-                task.fetched = True
-        return task.local_items
-
-    def _fetch(self, batch: MiniBatch, dataset: Any) -> list[str]:
-        import fsspec
-
-        folder = os.path.join(self.cache_dir, f"mb{batch.index}")
-        local = []
-        for position, url in enumerate(batch.items):
-            target = os.path.join(folder, str(position), os.path.basename(url.rstrip("/")))
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            fs, path = fsspec.core.url_to_fs(url, **dataset.storage_options)
-            fs.get(path, target)
-            local.append(target)
-        return local
-
-    def _release(self, task: _Task) -> None:
-        if task.fetched:
-            shutil.rmtree(os.path.join(self.cache_dir, f"mb{task.batch.index}"), ignore_errors=True)
+    @property
+    def _cache(self) -> NodeCache:
+        assert self.cache is not None, "made by _start_workers() before any worker starts"
+        return self.cache
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -413,371 +242,183 @@ class Node:
             self._check_thresholds()
             if self._stopping():
                 self._stop_early()
-            for slot in self.slots:
-                if slot.state == IDLE:
-                    self._dispatch(slot)
-                if slot.state == BUSY and slot.queued is None:
-                    self._send_ahead(slot)
-                elif slot.state == GONE and slot.process is None and (
-                        self._has_work() or self._plan_pending()):
-                    # Never more init() attempts than the limit, even with several in flight.
-                    starting = sum(s.state == STARTING for s in self.slots)
-                    if self.init_failures + starting < 3 * self.ppn:
-                        self._spawn(slot)
-            if all(slot.state == GONE for slot in self.slots) and not self._plan_pending():
+            self._hand_out_work()
+            if self.pool.all_gone() and not self.queue.waiting_for_plan():
                 return
-            if self.location.is_remote and time.monotonic() - self.published_at > LOG_UPLOAD_INTERVAL:
-                self._publish_logs()
-            if time.monotonic() - self.overview_at >= OVERVIEW_INTERVAL:
-                self._write_overview()
-            now = time.monotonic()
-            timeout = min([POLL] + [max(0.0, s.deadline - now) for s in self.slots])
-            waitables: list[Any] = [self._wake_r]
-            owners: dict[Any, _Slot] = {}
-            for slot in self.slots:
-                if slot.process is not None:
-                    for w in slot.process.waitables():
-                        waitables.append(w)
-                        owners[w] = slot
-            maybe_exited = set()
-            for ready in wait(waitables, timeout):
-                if ready == self._wake_r:
-                    os.read(self._wake_r, 64)
-                    continue
-                slot = owners[ready]
-                if slot.process is not None and ready is slot.process.conn:
-                    self._receive(slot)
-                else:  # its pidfd: the process ended
-                    maybe_exited.add(slot.name)
-            now = time.monotonic()
-            for slot in self.slots:
-                process = slot.process
-                if process is None:
-                    continue
-                if ((process.pidfd is None or slot.name in maybe_exited)
-                        and process.exited() and not process.conn.poll()):
-                    self._on_exit(slot)
-                elif now >= slot.deadline:
-                    self._on_deadline(slot)
+            self._report_progress()
+            woken = self.pool.wait(self.pool.next_deadline_in(POLL), [self._wakeup.reader])
+            self._handle_messages(woken)
+            self._handle_exits_and_deadlines(woken.ended)
 
-    def _dispatch(self, slot: _Slot) -> None:
-        task = self._next_task()
-        assert slot.process is not None
-        if task is None and self._plan_pending():
-            return  # idle until the planner puts the next mini-batch (it wakes the loop)
-        if task is None:
-            try:
-                slot.process.conn.send(Stop())
-            except OSError:  # already gone: its exit is seen next
-                pass
-            slot.state = STOPPING
-            slot.deadline = time.monotonic() + (STOP_GRACE if self._stopping() else SHUTDOWN_GRACE)
-            return
-        if self._send(slot, task):
-            slot.task = task
-            self._started(slot)
+    def _check_thresholds(self) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = self.outcomes.broken_threshold(self.config, self.logs.master)
 
-    def _send_ahead(self, slot: _Slot) -> None:
+    def _stopping(self) -> bool:
+        return self.aborted or self.stop_reason is not None
+
+    def _stop_early(self) -> None:
+        """No new mini-batch; running ones are killed; idle workers are told to stop (next)."""
+        for slot in self.pool.in_state(BUSY, STARTING):
+            if slot.task is not None:
+                self.logs.sys_line(slot, slot.task, "stopped", self.pool.elapsed(slot), None)
+            self.pool.kill(slot)  # what it ran is not recorded: a later run of the job runs it
+
+    def _hand_out_work(self) -> None:
+        """Idle workers get a mini-batch (or are stopped), busy ones their next, and empty
+        slots a new worker while there is work for it."""
+        for slot in self.pool.slots:
+            if slot.state == IDLE:
+                self._dispatch(slot)
+            if slot.state == BUSY and slot.queued is None:
+                self._send_ahead(slot)
+            elif slot.state == GONE and (self.queue.has_work() or self.queue.waiting_for_plan()):
+                if self.pool.may_start():
+                    self._start(slot)
+
+    def _dispatch(self, slot: Slot) -> None:
+        task = self.queue.next()
+        if task is not None:
+            self._send(slot, task)
+        elif not self.queue.waiting_for_plan():  # else idle until the planner wakes the loop
+            self.pool.stop(slot, STOP_GRACE if self._stopping() else SHUTDOWN_GRACE)
+
+    def _send_ahead(self, slot: Slot) -> None:
         """Give a busy worker its next mini-batch now, so it never waits for the node."""
-        task = self._next_task()
-        if task is not None and self._send(slot, task):
-            slot.queued = task
+        task = self.queue.next()
+        if task is not None:
+            self._send(slot, task)
 
-    def _send(self, slot: _Slot, task: _Task) -> bool:
-        assert slot.process is not None
+    def _send(self, slot: Slot, task: Task) -> None:
         try:
-            items = self._local_items(task)
+            items = self._cache.staging.local_items(task)
         except Exception as exc:  # the store refused the files: this try fails, not the node
             self._try_failed(slot.name, task, f"fetching the input files failed: "
                              f"{type(exc).__name__}: {exc}", pid=None)
-            return False
-        try:
-            slot.process.conn.send(RunMiniBatch(
-                task.batch.index, task.batch.dataset, items, task.try_number, task.batch.piece,
-                versions=task.batch.piece is None and not task.fetched))
-        except OSError:  # the worker just died: the task never reached it; its exit is seen next
-            self.retries.appendleft(task)
-            return False
-        self._debug(slot.name, f"sent mini_batch={task.batch.index} try={task.try_number} "
-                               f"to pid={slot.process.pid}")
-        return True
+            return
+        if not self.pool.send(slot, task, task.message(items)):  # it died: its exit is seen next
+            self.queue.put_back(task)
+            return
+        assert slot.process is not None
+        self.logs.debug(slot.name, f"sent mini_batch={task.batch.index} try={task.try_number} "
+                                   f"to pid={slot.process.pid}")
 
-    def _started(self, slot: _Slot) -> None:
-        slot.state = BUSY
-        slot.since = time.monotonic()
-        slot.deadline = slot.since + float(self.config.run_invocation_timeout)
+    def _report_progress(self) -> None:
+        if self.logs.tick(self.outcomes) and self.on_tick is not None:
+            self.on_tick()
 
-    def _next_in(self, slot: _Slot) -> None:
-        """The running mini-batch is over: the one sent ahead (if any) runs now."""
-        slot.task, slot.queued = slot.queued, None
-        if slot.task is not None:
-            self._started(slot)
-        else:
-            slot.state = IDLE
-            slot.deadline = float("inf")
+    def _handle_messages(self, woken: Woken) -> None:
+        if self._wakeup.reader in woken.others:
+            self._wakeup.clear()
+        for slot in woken.readable:
+            for message in self.pool.receive(slot):
+                if message is CLOSED:
+                    self._on_exit(slot)
+                else:
+                    self._on_message(slot, message)
 
-    def _take_back(self, slot: _Slot) -> None:
-        """The worker is gone: the mini-batch sent ahead never started, it goes back in line."""
-        if slot.queued is not None:
-            self.retries.appendleft(slot.queued)
-            slot.queued = None
-
-    def _receive(self, slot: _Slot) -> None:
-        process = slot.process
-        assert process is not None
-        while process.conn.poll():
-            try:
-                message = process.conn.recv()
-            except (EOFError, OSError):  # it is dying: take what it left as its exit
-                try:
-                    process.popen.wait(timeout=5)
-                except Exception:
-                    pass
+    def _handle_exits_and_deadlines(self, ended: set[str]) -> None:
+        for slot in self.pool.slots:
+            if slot.process is None:
+                continue
+            if self.pool.has_exited(slot, ended):
                 self._on_exit(slot)
-                return
-            self._on_message(slot, message)
-            if slot.process is not process:
-                return
+            elif self.pool.overdue(slot):
+                self._on_deadline(slot)
 
-    def _on_message(self, slot: _Slot, message: Any) -> None:
+    # -- what workers say -----------------------------------------------------------------------
+
+    def _on_message(self, slot: Slot, message: Any) -> None:
         if isinstance(message, Ready):
-            slot.state = IDLE
-            slot.deadline = float("inf")
+            self.pool.ready(slot)
         elif isinstance(message, MiniBatchDone):
-            task = slot.task
-            assert task is not None and task.batch.index == message.index
-            record = MiniBatchRecord(message.index, OK, message.total, message.succeeded,
-                                     message.failed, task.try_number)
-            if self.location.is_remote:  # the worker wrote it to staging: now it counts
-                self._upload_record(record.index, message.written)
-            self._sys_line(slot, task, "ok", message.run_seconds, record)
-            if message.failed:
-                self._error_event(slot.name, slot.process.pid, task,
-                                  f"run() returned {message.succeeded} results for "
-                                  f"{message.total} items: {message.failed} items count as failed")
-            if message.warning:
-                self._append_log(logs.sys_node_log(self.spec.ip, slot.name),
-                                 logs.line(f"WARNING {message.warning}"))
-            self._finished(task, record)
-            self._next_in(slot)
+            self._on_done(slot, message)
         elif isinstance(message, MiniBatchFailed):
-            task = slot.task
-            assert task is not None and task.batch.index == message.index
-            self._sys_line(slot, task, "failed", message.run_seconds, None)
-            self._next_in(slot)
-            if message.total is not None:
-                task.size = message.total
-            self._try_failed(slot.name, task, message.error, pid=slot.process.pid, logged=True,
-                             retryable=message.retryable)
+            self._on_failed(slot, message)
         elif isinstance(message, InitFailed):
             self._init_failed(slot, message.error)
         elif isinstance(message, Stopped):
-            self._retire(slot)
+            self.pool.kill(slot)
+
+    def _on_done(self, slot: Slot, message: MiniBatchDone) -> None:
+        task, process = slot.task, slot.process
+        assert task is not None and task.batch.index == message.index and process is not None
+        record = MiniBatchRecord(message.index, OK, message.total, message.succeeded,
+                                 message.failed, task.try_number)
+        if self.location.is_remote:  # the worker wrote it to staging: now it counts
+            self._cache.staging.upload_record(record.index, message.written)
+        self.logs.mini_batch_done(slot, process.pid, task, record, message)
+        self._cache.staging.release(task)
+        self.outcomes.finished(record)
+        self.pool.finished(slot)
+
+    def _on_failed(self, slot: Slot, message: MiniBatchFailed) -> None:
+        task, process = slot.task, slot.process
+        assert task is not None and task.batch.index == message.index and process is not None
+        self.logs.sys_line(slot, task, "failed", message.run_seconds, None)
+        self.pool.finished(slot)
+        if message.total is not None:
+            task.size = message.total
+        self._try_failed(slot.name, task, message.error, pid=process.pid, logged=True,
+                         retryable=message.retryable)
+
+    # -- what befalls workers -------------------------------------------------------------------
+
+    def _on_deadline(self, slot: Slot) -> None:
+        if slot.state == STARTING:
+            killed = self.pool.timed_out(slot)
+            self._init_lost(slot, killed, f"init() timed out after {self.config.effective_init_timeout:g} s "
+                            "(init_timeout); the worker was killed")
+        elif slot.state == BUSY:
+            task, process = slot.task, slot.process
+            assert task is not None and process is not None
+            error = (f"run() timed out after {self.config.run_invocation_timeout} s "
+                     "(run_invocation_timeout); the worker and its child processes were killed")
+            self.logs.error_event(slot.name, process.pid, task, error,
+                                  "the stack of run() when it was stopped follows, if it could be taken:")
+            self._try_lost(slot, self.pool.timed_out(slot), "timeout", error, logged=True)
+        else:  # shutdown() overstayed, or a stop was not heeded
+            self.pool.kill(slot)
+
+    def _on_exit(self, slot: Slot) -> None:
+        killed, how = self.pool.died(slot)
+        if killed.state == BUSY:
+            self._try_lost(slot, killed, "died", f"the worker process died during run() ({how})")
+        elif killed.state == STARTING:
+            self._init_lost(slot, killed, f"the worker process died before init() finished ({how}); "
+                            f"see {logs.user_stderr(self.spec.ip, slot.name)}")
+
+    def _try_lost(self, slot: Slot, killed: Killed, status: str, error: str,
+                  logged: bool = False) -> None:
+        """The worker that ran a try is gone: the try failed, the one sent ahead goes back."""
+        task, pid = killed.task, killed.process.pid
+        assert task is not None
+        self.logs.sys_line(slot, task, status, self.pool.elapsed(slot), None, pid=pid)
+        self.queue.put_back(killed.queued)
+        self._try_failed(slot.name, task, error, pid=pid, logged=logged)
+
+    def _init_lost(self, slot: Slot, killed: Killed, error: str) -> None:
+        self.logs.init_error(slot.name, killed.process.pid, error)
+        self._init_failed(slot, error)
+
+    def _init_failed(self, slot: Slot, error: str) -> None:
+        if self.pool.init_failed(slot) and self.stop_reason is None:
+            self.stop_reason = (f"init() failed {self.pool.init_failures} times (limit 3 x "
+                                f"process_count_per_node = {self.pool.init_budget}); last: {error}")
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def _finished(self, task: _Task, record: MiniBatchRecord) -> None:
-        self._release(task)
-        self.totals.add(record)
-        if record.failed:
-            self.shared.publish(self.totals)
-        if self.on_record is not None:
-            self.on_record(self.spec.node_index, record)
-
-    def _try_failed(self, process: str, task: _Task, error: str, pid: int | None,
+    def _try_failed(self, process: str, task: Task, error: str, pid: int | None,
                     logged: bool = False, details: str = "", retryable: bool = True) -> None:
         """A try failed; ``logged`` when the worker already wrote the event with its traceback.
 
         Not ``retryable`` (the input itself is bad): no more tries, the mini-batch fails now.
         """
-        tries = int(self.config.run_max_try)
         if not logged:
-            self._error_event(process, pid, task, error, details)
-        if retryable and task.try_number < tries and not self._stopping():
-            self.retries.appendleft(_Task(task.batch, task.try_number + 1, task.local_items,
-                                          task.size, task.fetched))
+            self.logs.error_event(process, pid, task, error, details)
+        if retryable and self.queue.retry(task):
             return
         if self._stopping():
             return  # not recorded: a later run of the job tries it again
-        total = self._size(task)
-        record = MiniBatchRecord(task.batch.index, FAILED, total, 0, total, task.try_number)
-        if self.location.is_remote:
-            write_remote_record(self.location, record.index, record.encode())
-        else:
-            if self.failed_records is None:
-                assert isinstance(self.location, LocalLocation)
-                self.failed_records = RecordLog.for_process(
-                    self.location, f"{self.spec.ip}-node{self.spec.node_index}")
-            self.failed_records.write(record)
-        self._finished(task, record)
-
-    def _upload_record(self, index: int, written: tuple[str, int, int] | None) -> None:
-        """A record the worker wrote to its staging log, put as the remote record object."""
-        assert self.work is not None and written is not None
-        rel, offset, length = written
-        with open(self.work.path(rel), "rb") as handle:
-            handle.seek(offset)
-            entry = handle.read(length)
-        write_remote_record(self.location, index, entry)
-
-    def _on_deadline(self, slot: _Slot) -> None:
-        process = slot.process
-        assert process is not None
-        if slot.state == STARTING:
-            process.kill_tree()
-            slot.process = None
-            error = (f"init() timed out after {self.config.effective_init_timeout:g} s "
-                     "(init_timeout); the worker was killed")
-            self._error_event(slot.name, process.pid, None, error)
-            self._init_failed(slot, error)
-        elif slot.state == BUSY:
-            task = slot.task
-            assert task is not None
-            error = (f"run() timed out after {self.config.run_invocation_timeout} s "
-                     "(run_invocation_timeout); the worker and its child processes were killed")
-            self._error_event(slot.name, process.pid, task, error,
-                              "the stack of run() when it was stopped follows, if it could be taken:")
-            process.dump_stack()
-            process.kill_tree()
-            slot.process = None
-            elapsed = time.monotonic() - slot.since
-            self._sys_line(slot, task, "timeout", elapsed, None, pid=process.pid)
-            slot.task = None
-            slot.state = GONE
-            self._take_back(slot)
-            self._try_failed(slot.name, task, error, pid=process.pid, logged=True)
-        else:  # shutdown() overstayed, or a stop was not heeded
-            process.kill_tree()
-            slot.process = None
-            slot.state = GONE
-
-    def _on_exit(self, slot: _Slot) -> None:
-        process = slot.process
-        assert process is not None
-        how = process.describe_exit()
-        state, task = slot.state, slot.task
-        process.kill_tree()  # its leftovers, if any
-        slot.process = None
-        slot.state = GONE
-        slot.task = None
-        self._take_back(slot)
-        if state == BUSY and task is not None:
-            error = f"the worker process died during run() ({how})"
-            self._sys_line(slot, task, "died", time.monotonic() - slot.since, None, pid=process.pid)
-            self._try_failed(slot.name, task, error, pid=process.pid)
-        elif state == STARTING:
-            error = (f"the worker process died before init() finished ({how}); see "
-                     f"{logs.user_stderr(self.spec.ip, slot.name)}")
-            self._error_event(slot.name, process.pid, None, error)
-            self._init_failed(slot, error, already_gone=True)
-
-    def _init_failed(self, slot: _Slot, error: str, already_gone: bool = False) -> None:
-        if slot.process is not None and not already_gone:
-            slot.process.kill_tree()
-        slot.process = None
-        slot.state = GONE
-        self.init_failures += 1
-        self.last_init_error = error
-        self._init_gave_up()
-
-    def _init_gave_up(self) -> bool:
-        limit = 3 * self.ppn
-        if self.init_failures >= limit and self.stop_reason is None:
-            self.stop_reason = (f"init() failed {self.init_failures} times (limit 3 x "
-                                f"process_count_per_node = {limit}); last: {self.last_init_error}")
-        return self.init_failures >= limit
-
-    def _retire(self, slot: _Slot) -> None:
-        if slot.process is not None:
-            slot.process.kill_tree()
-        slot.process = None
-        slot.state = GONE
-
-    def _check_thresholds(self) -> None:
-        """After a failure here, and every POLL seconds for the other nodes' failures."""
-        now = time.monotonic()
-        failures = (self.totals.failed_items, self.totals.failed_mini_batches)
-        if self.stop_reason is None and (failures != self._checked_failures
-                                         or now - self._checked_at >= POLL):
-            self._checked_failures, self._checked_at = failures, now
-            self.stop_reason = exceeded_while_running(self.config, self.shared.job_totals(self.totals))
-            if self.stop_reason:
-                self.location.append_text(logs.MASTER_ROLE, logs.line(
-                    f"threshold check on node {self.spec.node_index}: {self.stop_reason}; "
-                    "no new mini-batch starts, running ones are stopped"))
-
-    def _stop_early(self) -> None:
-        """No new mini-batch; running ones are killed; idle workers are told to stop."""
-        for slot in self.slots:
-            if slot.state in (BUSY, STARTING) and slot.process is not None:
-                if slot.task is not None:
-                    self._sys_line(slot, slot.task, "stopped", time.monotonic() - slot.since, None)
-                slot.process.kill_tree()
-                slot.process = None
-                slot.task = None
-                slot.queued = None  # not recorded: a later run of the job runs it
-                slot.state = GONE
-
-    # -- logs -----------------------------------------------------------------------------------
-
-    def _append_log(self, rel: str, text: str) -> None:
-        """Append a line to one of this node's logs through a descriptor kept open."""
-        fd = self._log_fds.get(rel)
-        if fd is None:
-            path = self.work.path(rel)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = self._log_fds[rel] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(fd, text.encode("utf-8", "backslashreplace"))
-
-    def _close_logs(self) -> None:
-        for fd in self._log_fds.values():
-            os.close(fd)
-        self._log_fds.clear()
-
-    def _debug(self, process: str, text: str) -> None:
-        """Worker life and dispatch details, with logging_level DEBUG only."""
-        if self.config.logging_level == "DEBUG":
-            self._append_log(logs.sys_node_log(self.spec.ip, process), logs.line(f"DEBUG {text}"))
-
-    def _error_event(self, process: str, pid: int | None, task: _Task | None, error: str,
-                     details: str = "") -> None:
-        """An error of a try (``task``), or of init() when there is no task."""
-        events.write_error(self.work, events.ErrorEvent.now(
-            self.spec.node_index, self.spec.ip, process, pid, error, details,
-            task.batch.index if task else None, task.try_number if task else None))
-
-    def _fetch_earlier_logs(self) -> None:
-        """A node task run again appends to its processes' logs, not over them."""
-        for slot in self.slots:
-            for rel in (*logs.process_logs(self.spec.ip, slot.name),
-                        events.event_log(self.spec.ip, slot.name)):
-                target = self.work.path(rel)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.location.get_file(rel, str(target))
-
-    def _write_overview(self) -> None:
-        """Share this node's counts, and rewrite the job's overview from everyone's."""
-        self.overview_at = time.monotonic()
-        if self.spec.plan is None:  # started early, and the job did not come to run
-            return
-        self.shared.publish(self.totals)
-        write_overview(self.location, self.spec.plan, self.shared.job_totals(self.totals, fresh=True))
-        if self.on_tick is not None:
-            self.on_tick()
-
-    def _publish_logs(self) -> None:
-        self.published_at = time.monotonic()
-        self.masker.scrub_tree(str(self.work.path("logs")))
-        self.location.upload_tree(str(self.work.root))
-
-    def _sys_line(self, slot: _Slot, task: _Task, status: str, run_seconds: float,
-                  record: MiniBatchRecord | None, pid: int | None = None) -> None:
-        now = time.monotonic()
-        total = record.total if record else self._size(task)
-        event = events.TryEvent(
-            self.spec.node_index, self.spec.ip, slot.name,
-            pid or (slot.process.pid if slot.process else None), task.batch.index,
-            task.try_number, status, total, record.succeeded if record else 0,
-            time.time() - (now - slot.since), now - slot.since, run_seconds)
-        self._append_log(events.event_log(self.spec.ip, slot.name), events.to_line(event))
-        self._append_log(logs.sys_node_log(self.spec.ip, slot.name), event.sys_line())
+        self._cache.staging.release(task)
+        self.outcomes.failed(task.batch.index, task.count_items(self.spec.datasets), task.try_number)

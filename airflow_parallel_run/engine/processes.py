@@ -48,6 +48,13 @@ class WorkerProcess:
     def exited(self) -> bool:
         return self.popen.poll() is not None
 
+    def wait(self, timeout: float) -> None:
+        """Give a worker that is exiting up to ``timeout`` seconds to end."""
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
     def describe_exit(self) -> str:
         code = self.popen.returncode
         if code is None:

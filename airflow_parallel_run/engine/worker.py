@@ -176,8 +176,8 @@ class Worker:
         helper = entry_script.EntryScript()  # its log file exists even if the script never logs
         if self.masker:
             helper.logger.addFilter(MaskingFilter(self.masker))
-            sys.stdout = MaskingStream(sys.stdout, self.masker)  # type: ignore[assignment]
-            sys.stderr = MaskingStream(sys.stderr, self.masker)  # type: ignore[assignment]
+            sys.stdout = MaskingStream(sys.stdout, self.masker)
+            sys.stderr = MaskingStream(sys.stderr, self.masker)
         try:
             if spec.tables:  # load the table readers now, not on the first mini-batch
                 import pandas  # noqa: F401

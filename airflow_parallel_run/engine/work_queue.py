@@ -1,0 +1,119 @@
+"""What a node runs next: failed tries first, then its share of the plan, in plan order.
+
+The plan comes either from the plan files (a resumed or assigned shard) or straight from
+the planner through a :class:`~.feed.PlanFeed` while the plan is still being made. Only
+:meth:`WorkQueue.next` hands work out; everything else puts work back or asks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..plan import MiniBatch
+from .feed import Pending, PlanFeed
+from .messages import RunMiniBatch
+
+
+@dataclass
+class Task:
+    """One try of a mini-batch on this node."""
+
+    batch: MiniBatch
+    try_number: int = 1
+    local_items: list[str] | None = None
+    size: int | None = None  # items, once known (a table piece's rows are known once read)
+    fetched: bool = False  # its files were copied into the node's cache
+
+    def next_try(self) -> Task:
+        return Task(self.batch, self.try_number + 1, self.local_items, self.size, self.fetched)
+
+    def message(self, items: list[str]) -> RunMiniBatch:
+        """What the worker is sent: ``items`` are the local paths of the mini-batch's files."""
+        return RunMiniBatch(self.batch.index, self.batch.dataset, items, self.try_number,
+                            self.batch.piece, versions=self.batch.piece is None and not self.fetched)
+
+    def count_items(self, datasets: dict[str, Any]) -> int:
+        """Items of the mini-batch: counted without running it, for failures and logs."""
+        if self.size is None:
+            self.size = self.batch.known_size
+        if self.size is None:  # a CSV / JSON-lines piece: count its lines
+            from ..inputs.tabular import TablePiece, count_rows_estimate
+
+            dataset = datasets[self.batch.dataset]
+            self.size = count_rows_estimate(TablePiece.from_dict(self.batch.piece or {}),
+                                            dataset.options, dataset.storage_options)
+        return self.size
+
+
+class WorkQueue:
+    """The node's line of work; only the node's loop uses it."""
+
+    def __init__(self, run_max_try: int, stopping: Callable[[], bool]) -> None:
+        """``stopping`` says the node is stopping: nothing more is handed out or retried."""
+        self.run_max_try = run_max_try
+        self.stopping = stopping
+        self._retries: deque[Task] = deque()
+        self._plan: Iterator[MiniBatch] = iter(())
+        self._feed: PlanFeed | None = None
+        self._peeked: MiniBatch | None = None
+        self._plan_done = False
+
+    def read_plan(self, batches: Iterator[MiniBatch]) -> None:
+        """The shard's mini-batches still to run, from the complete plan."""
+        self._plan = batches
+
+    def read_feed(self, feed: PlanFeed) -> None:
+        """Mini-batches straight from the planner, while it makes the plan."""
+        self._feed = feed
+
+    @property
+    def feeding(self) -> bool:
+        return self._feed is not None
+
+    def next(self) -> Task | None:
+        """The task to run now, or None: nothing left, or (see :meth:`waiting_for_plan`) not yet."""
+        if not self.has_work():
+            return None
+        if self._retries:
+            return self._retries.popleft()
+        batch, self._peeked = self._peeked, None
+        assert batch is not None
+        return Task(batch)
+
+    def has_work(self) -> bool:
+        """:meth:`next` would hand out a task."""
+        if self.stopping():
+            return False
+        if self._retries:
+            return True
+        if self._peeked is None and not self._plan_done:
+            taken = self._take()
+            if isinstance(taken, Pending):
+                return False
+            self._peeked = taken
+            self._plan_done = taken is None
+        return self._peeked is not None
+
+    def waiting_for_plan(self) -> bool:
+        """The planner may still hand out mini-batches: idle workers wait instead of stopping."""
+        return self._feed is not None and not self._plan_done and not self.stopping()
+
+    def retry(self, task: Task) -> bool:
+        """A failed try: queue the next one ahead of everything else, if tries are left."""
+        if task.try_number >= self.run_max_try or self.stopping():
+            return False
+        self._retries.appendleft(task.next_try())
+        return True
+
+    def put_back(self, task: Task | None) -> None:
+        """A task that never started (its worker went away first) is next in line again."""
+        if task is not None:
+            self._retries.appendleft(task)
+
+    def _take(self) -> MiniBatch | None | Pending:
+        if self._feed is None:
+            return next(self._plan, None)
+        return self._feed.take()
