@@ -1,4 +1,4 @@
-"""The engine with real worker processes and real files (issue 2, points 4-8)."""
+"""The engine with real worker processes and real files."""
 
 from __future__ import annotations
 

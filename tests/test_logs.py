@@ -1,4 +1,4 @@
-"""The logs a job leaves (issue 5): overview, per-mini-batch report, errors, no secrets."""
+"""The logs a job leaves: overview, per-mini-batch report, errors, no secrets."""
 
 from __future__ import annotations
 

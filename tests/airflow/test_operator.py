@@ -1,4 +1,4 @@
-"""ParallelRunOperator in real ``airflow dags test`` runs on SQLite (SPEC.md, "Airflow").
+"""ParallelRunOperator in real ``airflow dags test`` runs on SQLite.
 
 Each test gets a data folder of its own (``PRT_DATA``) and its own output root, so the runs of
 one module share only the metadata database.
