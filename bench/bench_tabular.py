@@ -1,4 +1,4 @@
-"""Benchmarks of tabular inputs (issue 3): a 400 MB table as CSV and as Parquet.
+"""Benchmarks of tabular inputs: a 400 MB table as CSV and as Parquet.
 
 The table: 8,000,000 rows of 4 numeric columns (``id`` int, ``a`` and ``b`` floats with 9
 decimals, ``c`` a 13-digit int), about 400 MB as CSV; the same rows as Parquet in row
@@ -147,7 +147,7 @@ def _what_if():
 
     import pyarrow as pa
     import pyarrow.csv as pacsv
-    from airflow_parallel_run.inputs import tabular
+    from airflow_parallel_run.inputs.tabular import delimited
 
     # The worker runs as ``python -m airflow_parallel_run.engine.worker``: its module is __main__.
     worker = sys.modules["__main__"]
@@ -175,13 +175,13 @@ def _what_if():
         return encode(result, spec)
 
     worker.encode_result = encode_result
-    check_quotes = tabular._check_quotes
+    check_quotes = delimited._check_quotes
 
     def _check_quotes(piece, data, quote):
         if data.find(quote) >= 0:  # memchr: no quote at all, nothing to count
             check_quotes(piece, data, quote)
 
-    tabular._check_quotes = _check_quotes
+    delimited._check_quotes = _check_quotes
 '''
 
 # The baseline: one process, the whole table at once, then run() on slices.
@@ -446,12 +446,12 @@ def phases(output: Path, started: float, ended: float) -> list[str]:
 
 
 PROFILE_ROWS = [
-    ("read_piece", "tabular.py", "read_piece"),
-    ("  _read_csv (pyarrow.csv.read_csv inside)", "tabular.py", "_read_csv"),
-    ("  _read_parquet (ParquetFile.read_row_groups)", "tabular.py", "_read_parquet"),
-    ("    _owned_span (range read into a reused buffer)", "tabular.py", "_owned_span"),
-    ("    _check_quotes (bytes.count)", "tabular.py", "_check_quotes"),
-    ("  _to_pandas (Table.to_pandas)", "tabular.py", "_to_pandas"),
+    ("read_piece", "tabular/reading.py", "read_piece"),
+    ("  CsvFormat.read (pyarrow.csv.read_csv inside)", "tabular/delimited.py", "read"),
+    ("  ParquetFormat.read (ParquetFile.read_row_groups)", "tabular/parquet.py", "read"),
+    ("    owned_span (range read into a reused buffer)", "tabular/byte_ranges.py", "owned_span"),
+    ("    _check_quotes (bytes.count)", "tabular/delimited.py", "_check_quotes"),
+    ("  to_pandas (Table.to_pandas)", "tabular/formats.py", "to_pandas"),
     ("run() (the entry script)", "score.py", "run"),
     ("encode_result", "worker.py", "encode_result"),
     ("encode_result (prototype)", "score.py", "encode_result"),
