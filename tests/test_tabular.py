@@ -510,6 +510,23 @@ def test_bad_reading_options_are_clear_errors(kwargs: dict, message: str) -> Non
         TabularDataset.from_delimited_files("/data/a.csv", **kwargs)
 
 
+def test_an_unknown_format_is_a_clear_error_naming_the_known_ones() -> None:
+    with pytest.raises(InputError, match=r"format = 'xml': must be one of \('csv', 'parquet', "
+                                         r"'jsonl'\)"):
+        TabularDataset(paths=["/data/a.xml"], format="xml")
+    with pytest.raises(InputError, match="format = 'xml'"):
+        TabularDataset.from_format("xml", "/data/a.xml")
+
+
+@pytest.mark.parametrize(("fmt", "constructor"), [
+    ("csv", TabularDataset.from_delimited_files), ("parquet", TabularDataset.from_parquet_files),
+    ("jsonl", TabularDataset.from_json_lines_files)])
+def test_a_format_name_makes_the_dataset_of_its_constructor_with_default_options(
+        fmt: str, constructor) -> None:
+    assert TabularDataset.from_format(fmt, "/data/t", name="t") == constructor("/data/t",
+                                                                               name="t")
+
+
 # -- stores, compression, descriptors ----------------------------------------------------------
 
 

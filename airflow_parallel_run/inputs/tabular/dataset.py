@@ -20,7 +20,8 @@ from .partitions import PARTITION_SCAN_BYTES, partition_pieces
 from .pieces import Note, TablePiece
 from .registry import FORMATS, table_format
 
-_log = logging.getLogger(__package__)  # the package speaks for all its modules
+# Notes keep the name they always had: one logger for the whole package.
+_log = logging.getLogger(__package__)
 
 PathSpec = str | os.PathLike | list[str | os.PathLike]
 

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
     from .dataset import TabularDataset
 
-_log = logging.getLogger(__package__)  # the package speaks for all its modules
+# Notes keep the name they always had: one logger for the whole package.
+_log = logging.getLogger(__package__)
 
 # Parts the partition planner reads key columns from (CSV and JSON lines; Parquet goes by
 # row group), and so the most a worker reads at once for a partition mini-batch.
