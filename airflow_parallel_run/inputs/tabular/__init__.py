@@ -29,8 +29,9 @@ The modules:
 
 from .dataset import TabularDataset
 from .delimited import SAMPLE_BYTES
+from .formats import Note
 from .partitions import PARTITION_SCAN_BYTES
-from .pieces import Note, TablePiece, TableReadError
+from .pieces import TablePiece, TableReadError
 from .reading import count_rows_estimate, read_piece
 from .registry import FORMATS
 

@@ -15,9 +15,9 @@ from typing import Any
 from ...errors import InputError
 from ..files import FileDataset, InputItem, is_remote
 from .delimited import delimited_options
-from .formats import codec_name
+from .formats import Note, codec_name
 from .partitions import PARTITION_SCAN_BYTES, partition_pieces
-from .pieces import Note, TablePiece
+from .pieces import TablePiece
 from .registry import FORMATS, table_format
 
 # Notes keep the name they always had: one logger for the whole package.

@@ -24,9 +24,9 @@ from .byte_ranges import (
     open_file,
     owned_span,
 )
-from .formats import codec_name, undecodable
+from .formats import Note, codec_name, undecodable
 from .lines import LineFormat
-from .pieces import Note, TablePiece, TableReadError
+from .pieces import TablePiece, TableReadError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import codecs
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...errors import InputError
 from ...storage import describe_storage_error
 from .byte_ranges import TrackedFile, open_file
-from .pieces import Note, TablePiece, TableReadError, first_line, short_names
+from .pieces import TablePiece, TableReadError, first_line, short_names
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
     from ..files import InputItem
+
+# Where the planner tells a user what they should know ("file X is compressed: not split").
+Note = Callable[[str], None]
 
 # Column names of reference files, kept for the life of the process: every piece of a job
 # compares against the same file. Keyed by path, format and the options that name columns.

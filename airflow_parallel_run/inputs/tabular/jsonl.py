@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .byte_ranges import TrackedFile, owned_span
+from .formats import Note
 from .lines import LineFormat
-from .pieces import Note, TablePiece, TableReadError
+from .pieces import TablePiece, TableReadError
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .byte_ranges import COMPRESSED, open_file, owned_span
-from .formats import TableFormat
-from .pieces import Note, TablePiece
+from .formats import Note, TableFormat
+from .pieces import TablePiece
 
 if TYPE_CHECKING:
     from ..files import InputItem

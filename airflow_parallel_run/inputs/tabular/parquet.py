@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .byte_ranges import TrackedFile, open_file
-from .formats import TableFormat
-from .pieces import Note, TablePiece, TableReadError, first_line
+from .formats import Note, TableFormat
+from .pieces import TablePiece, TableReadError, first_line
 
 if TYPE_CHECKING:
     import pyarrow as pa

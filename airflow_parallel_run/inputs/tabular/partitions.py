@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
-from .formats import TableFormat
-from .pieces import Note, TablePiece, TableReadError, short_names
+from .formats import Note, TableFormat
+from .pieces import TablePiece, TableReadError, short_names
 from .registry import table_format
 
 if TYPE_CHECKING:

@@ -1,17 +1,13 @@
 """What crosses from the planner to a worker: a :class:`TablePiece`, and back on failure a
-:class:`TableReadError` naming the file and the place in it."""
+:class:`TableReadError` naming the file and the place in it (worded by the helpers below)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ParallelRunError
 from .registry import table_format
-
-# Where the planner tells a user what they should know ("file X is compressed: not split").
-Note = Callable[[str], None]
 
 
 class TableReadError(ParallelRunError):
