@@ -80,9 +80,9 @@ class CsvFormat(LineFormat):
         quote = options.get("quotechar")
         multiline = options.get("multiline")
         if multiline is None and quote:
-            sample = self._sample(item.path, storage_options)
-            multiline = has_quoted_line_break(sample, quote.encode(options.get("encoding",
-                                                                               "utf-8")))
+            encoding = options.get("encoding", "utf-8")
+            multiline = has_quoted_line_break(self._sample(item.path, storage_options),
+                                              quote.encode(encoding))
             if multiline:
                 note(f"{item.path} has quoted line breaks: not split")
         return not multiline
@@ -120,7 +120,8 @@ class CsvFormat(LineFormat):
                columns: list[str] | None) -> pa.Table:
         """The header and rows of ``span`` through pyarrow's CSV reader, in place.
 
-        ``offset`` is where the header (or the rows, without one) starts in the file.
+        ``offset`` is the file offset the bytes (header included) count from, for messages
+        that name where bytes do not decode.
         """
         import pyarrow as pa
         import pyarrow.csv as pacsv
