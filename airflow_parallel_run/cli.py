@@ -79,11 +79,7 @@ def make_dataset(input_type: str, path: str, name: str) -> Any:
         return FileDataset.from_files(path, name=name)
     from .inputs.tabular import TabularDataset
 
-    if input_type == "csv":
-        return TabularDataset.from_delimited_files(path, name=name)
-    if input_type == "parquet":
-        return TabularDataset.from_parquet_files(path, name=name)
-    return TabularDataset.from_json_lines_files(path, name=name)
+    return TabularDataset.from_format(input_type, path, name=name)
 
 
 def config_from_args(ns: argparse.Namespace) -> ParallelRunConfig:

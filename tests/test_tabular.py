@@ -58,7 +58,7 @@ def read_all(dataset: TabularDataset, target: int,
 
 def read_each(dataset: TabularDataset, pieces: list[TablePiece]) -> list:
     """Each piece's DataFrame, or the TableReadError it raised."""
-    results = []
+    results: list[pd.DataFrame | TableReadError] = []
     for piece in pieces:
         try:
             results.append(read_piece(piece, dataset.options, dataset.storage_options))
@@ -82,7 +82,7 @@ def test_pieces_are_at_most_the_target_and_never_cross_a_file(tmp_path: Path) ->
     assert big_pieces[0].start == 0 and big_pieces[-1].end == big.stat().st_size
     for before, after in zip(big_pieces, big_pieces[1:], strict=False):
         assert before.end == after.start
-    assert all(1500 < p.end - p.start <= 2000 for p in big_pieces)
+    assert all(p.end is not None and 1500 < p.end - p.start <= 2000 for p in big_pieces)
     assert pieces[len(big_pieces):] == [TablePiece(str(small), "csv", columns_from=str(big))]
 
 
@@ -240,7 +240,8 @@ def test_parquet_is_split_into_runs_of_row_groups_and_read_back_exactly(tmp_path
 
     pieces, got = read_all(dataset, target)
 
-    runs = [p.row_groups for p in pieces]
+    runs = [p.row_groups for p in pieces if p.row_groups is not None]
+    assert len(runs) == len(pieces)
     assert [g for run in runs for g in run] == list(range(12))
     assert all(run == list(range(run[0], run[-1] + 1)) for run in runs)
     assert all(sum(sizes[g] for g in run) <= target for run in runs)
@@ -260,7 +261,8 @@ def check_partition_pieces(dataset: TabularDataset, pieces: list[TablePiece],
                            expected: pd.DataFrame) -> None:
     keys = ["region", "year"]
     frames = [read_piece(p, dataset.options, dataset.storage_options) for p in pieces]
-    combos = [(p.partition_key_value["region"], p.partition_key_value["year"]) for p in pieces]
+    values = [p.partition_key_value or {} for p in pieces]
+    combos = [(v["region"], v["year"]) for v in values]
     assert combos == list(dict.fromkeys(zip(expected.region, expected.year, strict=True)))
     for piece, frame in zip(pieces, frames, strict=True):
         assert (frame[keys] == pd.Series(piece.partition_key_value)).all(axis=None)
@@ -278,7 +280,7 @@ def test_partition_pieces_hold_the_rows_of_each_key_combination(tmp_path: Path) 
     pieces = list(dataset.iter_partition_pieces(("region", "year"), scan_bytes=1000))
 
     assert len(pieces) == 6
-    assert all(len(p.parts) > 2 for p in pieces)  # parts of both files
+    assert all(len(p.parts or []) > 2 for p in pieces)  # parts of both files
     expected = pd.concat([pd.read_csv(first), pd.read_csv(second)], ignore_index=True)
     check_partition_pieces(dataset, pieces, expected)
 
@@ -293,7 +295,7 @@ def test_partition_pieces_over_parquet_list_only_the_row_groups_that_hold_their_
 
     pieces = list(dataset.iter_partition_pieces(["region", "year"]))
 
-    assert [len(p.parts) for p in pieces] == [2] * 6  # 100 rows each: two row groups
+    assert [len(p.parts or []) for p in pieces] == [2] * 6  # 100 rows each: two row groups
     check_partition_pieces(dataset, pieces, frame)
 
 
@@ -364,7 +366,7 @@ def test_a_bad_row_fails_its_piece_naming_the_file_and_byte_range(
 
     [(piece, error)] = [(p, r) for p, r in zip(pieces, results, strict=True)
                         if isinstance(r, TableReadError)]
-    assert piece.start <= offset < piece.end
+    assert piece.end is not None and piece.start <= offset < piece.end
     assert str(error).startswith(f"{path} (bytes {piece.start}-{piece.end}): ")
     assert problem in str(error) and not error.retryable
     if "decode" in problem:
@@ -508,6 +510,23 @@ def test_a_read_error_survives_crossing_a_process_boundary() -> None:
 def test_bad_reading_options_are_clear_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         TabularDataset.from_delimited_files("/data/a.csv", **kwargs)
+
+
+def test_an_unknown_format_is_a_clear_error_naming_the_known_ones() -> None:
+    with pytest.raises(InputError, match=r"format = 'xml': must be one of \('csv', 'parquet', "
+                                         r"'jsonl'\)"):
+        TabularDataset(paths=["/data/a.xml"], format="xml")
+    with pytest.raises(InputError, match="format = 'xml'"):
+        TabularDataset.from_format("xml", "/data/a.xml")
+
+
+@pytest.mark.parametrize(("fmt", "constructor"), [
+    ("csv", TabularDataset.from_delimited_files), ("parquet", TabularDataset.from_parquet_files),
+    ("jsonl", TabularDataset.from_json_lines_files)])
+def test_a_format_name_makes_the_dataset_of_its_constructor_with_default_options(
+        fmt: str, constructor) -> None:
+    assert TabularDataset.from_format(fmt, "/data/t", name="t") == constructor("/data/t",
+                                                                               name="t")
 
 
 # -- stores, compression, descriptors ----------------------------------------------------------
