@@ -1,7 +1,8 @@
 """The provider's metadata (``apache_airflow_provider`` entry point) and its config section.
 
 ``airflow providers list`` shows the package; ``[parallel_run] output_root`` sets where each
-run's default output folder is made.
+run's default output folder is made, ``[parallel_run] output_conn_id`` the connection whose
+credentials reach it when a step names none.
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "/shared/parallel_run",
                         "default": DEFAULT_OUTPUT_ROOT,
                     },
+                    "output_conn_id": {
+                        "description": "The Airflow connection whose extras are the storage "
+                                       "options of output_root (and of a step's output when "
+                                       "the step gives no output_conn_id). Empty: none.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "aws_default",
+                        "default": "",
+                    },
                 },
             },
         },
@@ -50,3 +60,10 @@ def output_root() -> str:
     if not value:
         value = DEFAULT_OUTPUT_ROOT
     return value.replace("{AIRFLOW_HOME}", home)
+
+
+def default_output_conn_id() -> str | None:
+    """``[parallel_run] output_conn_id``, or None when it is not set."""
+    from airflow.sdk.configuration import conf
+
+    return conf.get("parallel_run", "output_conn_id", fallback=None) or None

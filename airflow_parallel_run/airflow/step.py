@@ -59,7 +59,11 @@ class StepDefinition:
         return dict(self.config.templates)
 
     def output_options(self) -> dict[str, Any]:
-        return storage_options(self.output_conn_id) if self.output_conn_id else {}
+        """The output's storage options: the step's connection, else the configured one."""
+        from .provider import default_output_conn_id
+
+        conn_id = self.output_conn_id or default_output_conn_id()
+        return storage_options(conn_id) if conn_id else {}
 
     def job(self, settings: dict[str, Any], output: str) -> Job:
         """The engine's Job, with rendered settings and the connections' credentials."""

@@ -68,3 +68,28 @@ def test_connection_extras_reach_inputs_side_inputs_and_output_and_stay_secret(
             assert SECRET not in stored, table
     logs = fs.find(f"{BUCKET}/output/logs")
     assert logs and not any(SECRET.encode() in fs.cat(path) for path in logs)
+
+
+def test_configured_output_connection_reaches_an_s3_output_root(
+        airflow_home: AirflowHome, s3_endpoint: str, tmp_path: Path):
+    """A cluster sets [parallel_run] output_root to s3:// and output_conn_id once, in its
+    environment; a DAG then names no output and no output connection."""
+    options = {"key": KEY, "secret": SECRET,
+               "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    bucket = "prt-default-output"
+    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=KEY,
+                 aws_secret_access_key=SECRET, region_name="us-east-1").create_bucket(Bucket=bucket)
+    for i in range(3):
+        fs.pipe(f"{bucket}/input/f{i}.txt", f"ok {i}\n".encode())
+    connection = json.dumps({"conn_type": "aws", "extra": options})
+
+    run = airflow_home.dags_test("prt_s3_default_output", tmp_path, PRT_S3=f"s3://{bucket}",
+                                 AIRFLOW_CONN_PRT_S3=connection,
+                                 output_root=f"s3://{bucket}/outputs",
+                                 AIRFLOW__PARALLEL_RUN__OUTPUT_CONN_ID="prt_s3")
+
+    assert run.state == "success", run.log[-3000:]
+    (output,) = fs.glob(f"{bucket}/outputs/prt_s3_default_output/step/*/parallel_run_step.txt")
+    assert fs.cat(output).decode().splitlines() == [f"f{i}.txt: ok {i}" for i in range(3)]
+    assert SECRET not in run.log

@@ -70,3 +70,9 @@ with DAG("prt_s3", schedule=None, params=PARAMS):
                         inputs=FileDataset.from_files(f"{S3}/input/", conn_id="prt_s3"),
                         arguments=["--labels", labels], output=f"{S3}/output",
                         output_conn_id="prt_s3")
+
+# The same on S3, with no output connection in the DAG: [parallel_run] output_conn_id gives it,
+# and the default output goes under an s3:// output_root.
+with DAG("prt_s3_default_output", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), allow_reuse=False,
+                        inputs=FileDataset.from_files(f"{S3}/input/", conn_id="prt_s3"))
