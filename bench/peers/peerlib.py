@@ -11,7 +11,7 @@ so that what is still alive after the command exits can be named. Its CPU second
 those of the command and its waited-for descendants (``RUSAGE_CHILDREN``), or the sampled
 sum over the tree when that is larger (processes that outlive the command are not waited
 for). A command still running after ``PEERS_HANG_LIMIT`` seconds (300) is killed with its
-tree and reported as hung.
+tree and reported as hung. ``PEERS_REPEATS`` (3) sets the rounds of each comparison.
 """
 
 from __future__ import annotations
