@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean system-deps
+.PHONY: test demo lint bench bench-peers clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,5 +32,20 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# Ray Data and Dask, measured against the engine on the same work (bench/peers/), live in a
+# virtualenv of their own: they never enter .venv/ or the package's dependencies.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP): bench/peers/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(PEERS_VENV)/bin/pip install -q -r bench/peers/requirements.txt 2>&1 | grep -v "is ignored" || true
+	$(PEERS_VENV)/bin/python -c "import ray, dask, distributed, pandas, pyarrow, psutil"
+	touch $(PEERS_STAMP)
+
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(BIN)/python bench/peers/run_peers.py
+
 clean:
-	rm -rf $(VENV) demo-output airflow-home
+	rm -rf $(VENV) $(PEERS_VENV) demo-output airflow-home

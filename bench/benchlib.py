@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 SCRIPTS = BENCH_DIR / "scripts"
@@ -85,7 +86,7 @@ def baseline_command(script: str, folder: Path, output_file: Path, chunk: int,
             "--output", str(output_file), "--chunk", str(chunk), "--processes", str(processes)]
 
 
-def _busy_cpu_seconds() -> float | None:
+def busy_cpu_seconds() -> float | None:
     """CPU seconds every process of the machine has used since boot (Linux), else None."""
     try:
         with open("/proc/stat") as handle:
@@ -96,7 +97,7 @@ def _busy_cpu_seconds() -> float | None:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def _children_cpu_seconds() -> float:
+def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -106,9 +107,9 @@ def wait_for_quiet(max_wait: float = 5.0, window: float = 0.5, limit: float = 0.
     use under ``limit`` of a core: this machine may be shared. Returns what they used."""
     deadline = time.monotonic() + max_wait
     while True:
-        before = _busy_cpu_seconds()
+        before = busy_cpu_seconds()
         time.sleep(window)
-        after = _busy_cpu_seconds()
+        after = busy_cpu_seconds()
         if before is None or after is None:
             return 0.0
         load = (after - before) / window
@@ -131,11 +132,11 @@ class Timing:
 def run_timed(command: Sequence[str]) -> Timing:
     """Time a whole command; its output is discarded, a failure raises."""
     wait_for_quiet()
-    busy, ours = _busy_cpu_seconds(), _children_cpu_seconds()
+    busy, ours = busy_cpu_seconds(), children_cpu_seconds()
     started = time.perf_counter()
     done = subprocess.run(list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - started
-    busy_after, ours_after = _busy_cpu_seconds(), _children_cpu_seconds()
+    busy_after, ours_after = busy_cpu_seconds(), children_cpu_seconds()
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n"
                            f"{done.stderr.decode(errors='replace')[-2000:]}")
@@ -150,7 +151,7 @@ class Contender:
     """One side of a comparison: how to clear its output, and the command to time."""
 
     name: str
-    prepare: Callable[[], None]
+    prepare: Callable[[], object]  # what it returns is not used
     command: Sequence[str]
 
 
@@ -166,43 +167,60 @@ def alternate(contenders: Sequence[Contender], repeats: int) -> dict[str, list[f
 
 
 def alternate_timings(contenders: Sequence[Contender], repeats: int) -> dict[str, list[Timing]]:
-    """Time each contender ``repeats`` times, taking turns (A B A B ...), so that drift in
+    """Each contender's command timed by :func:`run_timed`, in turns: see
+    :func:`alternate_measured`."""
+    return alternate_measured(contenders, repeats, lambda contender: run_timed(contender.command))
+
+
+ContenderT = TypeVar("ContenderT", bound=Contender)
+TimingT = TypeVar("TimingT", bound=Timing)
+
+
+def alternate_measured(contenders: Sequence[ContenderT], repeats: int,
+                       measure: Callable[[ContenderT], TimingT]) -> dict[str, list[TimingT]]:
+    """Measure each contender ``repeats`` times, taking turns (A B A B ...), so that drift in
     the machine's speed falls on both sides alike.
 
     The machine may be shared: a measurement during which other processes used more than
     ``DISTURBED`` of a core is taken again (up to ``TRIES`` times, within ``RETRY_BUDGET``
     seconds per comparison); the calmest one is kept, and every one is printed.
     """
-    timings: dict[str, list[Timing]] = {c.name: [] for c in contenders}
-    retried = 0.0
-    kept_disturbed = 0
+    timings: dict[str, list[TimingT]] = {c.name: [] for c in contenders}
+    retried = [0.0]  # seconds spent measuring again, shared by the whole comparison
     for round_number in range(1, repeats + 1):
         for contender in contenders:
-            best: Timing | None = None
-            for attempt in range(1, TRIES + 1):
-                contender.prepare()
-                timing = run_timed(contender.command)
-                if attempt > 1:
-                    retried += timing.seconds
-                if best is None or timing.disturbance < best.disturbance:
-                    best = timing
-                again = (timing.disturbance > DISTURBED and attempt < TRIES
-                         and retried < RETRY_BUDGET)
-                verdict = ("" if timing.disturbance <= DISTURBED
-                           else "; disturbed, measuring again" if again
-                           else "; disturbed, keeping the calmest")
-                print(f"  round {round_number}: {contender.name:<28} {timing.seconds:8.2f} s, "
-                      f"{timing.cpu:6.2f} CPU-s   (other processes meanwhile: "
-                      f"{timing.others_cpu:.2f} CPU-s{verdict})", flush=True)
-                if not again:
-                    break
-            assert best is not None
-            timings[contender.name].append(best)
-            kept_disturbed += best.disturbance > DISTURBED
+            timings[contender.name].append(
+                _calmest(contender, round_number, measure, retried))
+    kept_disturbed = sum(t.disturbance > DISTURBED for kept in timings.values() for t in kept)
     if kept_disturbed:
         print(f"  warning: {kept_disturbed} of {repeats * len(contenders)} measurements kept "
               "were disturbed by other processes; the numbers are less trustworthy", flush=True)
     return timings
+
+
+def _calmest(contender: ContenderT, round_number: int, measure: Callable[[ContenderT], TimingT],
+             retried: list[float]) -> TimingT:
+    """One round's measurement of one contender: the calmest of up to ``TRIES``."""
+    best: TimingT | None = None
+    for attempt in range(1, TRIES + 1):
+        contender.prepare()
+        timing = measure(contender)
+        if attempt > 1:
+            retried[0] += timing.seconds
+        if best is None or timing.disturbance < best.disturbance:
+            best = timing
+        again = (timing.disturbance > DISTURBED and attempt < TRIES
+                 and retried[0] < RETRY_BUDGET)
+        verdict = ("" if timing.disturbance <= DISTURBED
+                   else "; disturbed, measuring again" if again
+                   else "; disturbed, keeping the calmest")
+        print(f"  round {round_number}: {contender.name:<28} {timing.seconds:8.2f} s, "
+              f"{timing.cpu:6.2f} CPU-s   (other processes meanwhile: "
+              f"{timing.others_cpu:.2f} CPU-s{verdict})", flush=True)
+        if not again:
+            break
+    assert best is not None
+    return best
 
 
 def median(values: Sequence[float]) -> float:
