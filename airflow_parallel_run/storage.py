@@ -70,6 +70,12 @@ def open_location(url: str, storage_options: dict[str, Any] | None = None) -> Ou
 _TMP_COUNTER = itertools.count()
 
 
+def _fitting(name: str, room: int) -> str:
+    """``name`` cut to ``room`` bytes of UTF-8 (whole characters): a temporary file is named
+    after its target, and a target name of up to 255 bytes must leave room for the rest."""
+    return name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -250,7 +256,7 @@ class LocalLocation(OutputLocation):
     def local_temp(self, rel: str) -> str:
         target = self.path(rel)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return str(target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp"))
+        return str(target.with_name(f".{_fitting(target.name, 255 - 14)}.{os.urandom(4).hex()}.tmp"))
 
     def put_file(self, local: str, rel: str) -> None:
         target = self.path(rel)
@@ -347,7 +353,8 @@ class RemoteLocation(OutputLocation):
     def local_temp(self, rel: str) -> str:
         import tempfile
 
-        fd, path = tempfile.mkstemp(prefix="parallel-run-", suffix="-" + rel.rsplit("/", 1)[-1])
+        fd, path = tempfile.mkstemp(prefix="parallel-run-",
+                                   suffix="-" + _fitting(rel.rsplit("/", 1)[-1], 255 - 30))
         os.close(fd)
         return path
 
