@@ -43,6 +43,7 @@ from typing import Any
 
 from .. import logs
 from ..config import ParallelRunConfig
+from ..errors import StoreUnavailable
 from ..inputs import SideInput
 from ..masking import Masker
 from ..plan import JobPlan, iter_plan
@@ -185,17 +186,22 @@ class Node:
         self.outcomes.on_record = on_record
 
     def run(self) -> NodeResult:
+        """Raises StoreUnavailable when the output (or input) store stopped answering."""
+        store_down = False
         try:
             if self.queue.feeding or self._resume():  # fed: a fresh job, nothing to resume
                 self._loop()
             self.outcomes.publish()
             return NodeResult(self.spec.node_index, self.outcomes.totals, self.stop_reason,
                               self.aborted)
+        except StoreUnavailable:
+            store_down = True  # the logs are not uploaded then: that would wait for it again
+            raise
         finally:
             if self.cache is not None:
                 self.cache.stop_monitor()
             self.pool.kill_all()
-            self.logs.close()
+            self.logs.close(publish=not store_down)
             self.outcomes.close()
             if self.cache_dir:
                 shutil.rmtree(self.cache_dir, ignore_errors=True)
@@ -292,10 +298,14 @@ class Node:
     def _send(self, slot: Slot, task: Task) -> None:
         try:
             items = self._cache.staging.local_items(task)
+        except StoreUnavailable:
+            raise  # down for longer than we wait: the job stops, and a later run resumes
         except Exception as exc:  # the store refused the files: this try fails, not the node
             self._try_failed(slot.name, task, f"fetching the input files failed: "
                              f"{type(exc).__name__}: {exc}", pid=None)
             return
+        for note in self._cache.staging.retrying.take_notes():  # an outage that is over
+            self.logs.master(note)
         if not self.pool.send(slot, task, task.message(items)):  # it died: its exit is seen next
             self.queue.put_back(task)
             return

@@ -7,13 +7,14 @@ record a worker wrote to the local staging folder is put as the remote record ob
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from typing import Any
 
 from ..plan import MiniBatch
 from ..results import write_remote_record
-from ..storage import LocalLocation, OutputLocation
+from ..storage import LocalLocation, OutputLocation, Retrying
 from .work_queue import Task
 
 
@@ -27,6 +28,7 @@ class Staging:
         self.datasets = datasets
         self.work = work
         self.location = location
+        self.retrying = Retrying("the input store")  # waits for inputs that do not answer
 
     def local_items(self, task: Task) -> list[str]:
         """Remote files are fetched to this node's cache; local paths are used as they are."""
@@ -66,7 +68,7 @@ class Staging:
             target = os.path.join(folder, str(position), os.path.basename(url.rstrip("/")))
             os.makedirs(os.path.dirname(target), exist_ok=True)
             fs, path = fsspec.core.url_to_fs(url, **dataset.storage_options)
-            fs.get(path, target)
+            self.retrying.call(functools.partial(fs.get, path, target), url)
             local.append(target)
         return local
 
