@@ -117,6 +117,8 @@ def is_unreachable(exc: BaseException) -> bool:
     """The store did not answer (worth asking again), as opposed to answering "no" (access
     denied, no such bucket: asking again changes nothing). Libraries wrap the first kind in
     their own errors, so the whole chain of causes is looked at; a 5xx answer counts too."""
+    if isinstance(exc, PermissionError | FileNotFoundError | FileExistsError):
+        return False  # an answer, whatever happened on the way to it
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,22 +187,18 @@ class Node:
         self.outcomes.on_record = on_record
 
     def run(self) -> NodeResult:
-        """Raises StoreUnavailable when the output (or input) store stopped answering."""
-        store_down = False
         try:
             if self.queue.feeding or self._resume():  # fed: a fresh job, nothing to resume
                 self._loop()
             self.outcomes.publish()
             return NodeResult(self.spec.node_index, self.outcomes.totals, self.stop_reason,
                               self.aborted)
-        except StoreUnavailable:
-            store_down = True  # the logs are not uploaded then: that would wait for it again
-            raise
         finally:
             if self.cache is not None:
                 self.cache.stop_monitor()
             self.pool.kill_all()
-            self.logs.close(publish=not store_down)
+            # not to a store that stopped answering: that would wait for it again
+            self.logs.close(publish=not isinstance(sys.exc_info()[1], StoreUnavailable))
             self.outcomes.close()
             if self.cache_dir:
                 shutil.rmtree(self.cache_dir, ignore_errors=True)
@@ -304,8 +301,6 @@ class Node:
             self._try_failed(slot.name, task, f"fetching the input files failed: "
                              f"{type(exc).__name__}: {exc}", pid=None)
             return
-        for note in self._cache.staging.retrying.take_notes():  # an outage that is over
-            self.logs.master(note)
         if not self.pool.send(slot, task, task.message(items)):  # it died: its exit is seen next
             self.queue.put_back(task)
             return
