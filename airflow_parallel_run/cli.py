@@ -1,6 +1,7 @@
 """``parallel-run``: run an entry script over an input on this machine, with the engine.
 
-Exit status: 0 the job succeeded; 1 it ran and failed; 2 bad usage or configuration.
+Exit status: 0 the job succeeded; 1 it ran and failed (also when a store it uses stopped
+answering: running it again resumes); 2 bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import logs
 from .config import FIELD_NAMES, LOGGING_LEVELS, OUTPUT_ACTIONS, ParallelRunConfig, values_from_text
-from .errors import ParallelRunError
+from .errors import ParallelRunError, StoreUnavailable
 from .inputs import FileDataset, SideInput
 
 if TYPE_CHECKING:  # the engine is imported only once the arguments are read
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     except ParallelRunError as exc:
         print(f"parallel-run: error: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:  # not bad usage: the job ran, and did not finish
+        print(f"parallel-run: error: {exc}; run the same command again to resume",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nparallel-run: interrupted; run the same command again to resume", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .storage import STATE_DIR
 
 SIZE_PATTERN = re.compile(r"^(\d+)([kKmMgG][bB])?$")
 _UNITS = {"": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
@@ -179,6 +180,28 @@ def _plain_file_name(name: str, value: Any) -> str:
     return value
 
 
+MAX_NAME_BYTES = 255  # the longest file name Linux file systems and most stores take
+
+
+def _output_file_name(name: str, value: Any) -> str:
+    """A plain file name that none of the job's own files at the top of the output takes:
+    ``logs/``, the state folder and its lock (``.parallel_run*``), temporary files
+    (``.<name>.<...>.tmp``, cleared as leftovers of a killed run)."""
+    value = _plain_file_name(name, value)
+    folded = value.casefold()  # on a case-insensitive file system "LOGS" is "logs"
+    if folded == "logs" or folded.startswith(STATE_DIR):
+        raise ConfigError(f"{name} = {value!r}: the job keeps its own files under that name "
+                          f"(logs/, {STATE_DIR}*); choose another file name")
+    if value.startswith(".") and folded.endswith(".tmp"):
+        raise ConfigError(f"{name} = {value!r}: names like '.<name>.<...>.tmp' are the job's "
+                          "temporary files; choose another file name")
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        raise ConfigError(f"{name} = {value[:40]!r}... ({size} bytes): must be at most "
+                          f"{MAX_NAME_BYTES} bytes in UTF-8 (the longest file name)")
+    return value
+
+
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} = {value!r}: must be True or False")
@@ -248,7 +271,7 @@ RULES: dict[str, FieldRule] = {
     "allowed_failed_count": FieldRule(_int_at_least(-1), _int_text),
     "allowed_failed_percent": FieldRule(_percent, _number_text),
     "output_action": FieldRule(_one_of(OutputAction)),
-    "append_row_file_name": FieldRule(_plain_file_name),
+    "append_row_file_name": FieldRule(_output_file_name),
     "append_row_dataframe_header": FieldRule(_bool),
     "append_row_separator": FieldRule(_separator),
     "node_count": FieldRule(_int_at_least(1), _int_text, templatable=True),

@@ -21,3 +21,10 @@ class EntryScriptError(ParallelRunError):
 
 class StateError(ParallelRunError):
     """The output holds state this version cannot resume (CLI exit status 2)."""
+
+
+class StoreUnavailable(Exception):
+    """A store stopped answering (refused or cut connections, timeouts, server errors) for
+    longer than a job waits for it. Nothing is wrong with what the user gave: the job ran and
+    failed (CLI exit status 1), and running it again resumes. Not a ParallelRunError, which
+    the Airflow layer fails at once: an Airflow task that raises this is retried."""

@@ -9,6 +9,13 @@ Worker processes only ever write to local disk. With a remote output, each node 
 staging folder (its logs, and records on their way); the node uploads records as they finish
 and logs every so often (see ``engine/node.py``).
 
+A store that does not answer for a while (refused or cut connections, timeouts, server
+errors) is waited for: each request is tried again with exponential backoff, for at most
+``PARALLEL_RUN_STORE_RETRY_SECONDS`` (30 s) in all, and the outage is told once in
+``logs/sys/master_role.txt`` when the store answers again; one that stays down raises
+:class:`StoreUnavailable`. A store that answers "no" (access denied, no such bucket) is not
+asked again: that is a usage error.
+
 Layout under the output folder (the logs, see logs.py, plus our own state)::
 
     parallel_run_step.txt
@@ -23,14 +30,21 @@ Layout under the output folder (the logs, see logs.py, plus our own state)::
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-from .errors import InputError
+from .errors import InputError, StoreUnavailable
+from .logs import MASTER_ROLE, line, timestamp
+
+T = TypeVar("T")
 
 STATE_DIR = ".parallel_run"
 PLAN_CHUNK = 1000
@@ -58,6 +72,143 @@ def describe_storage_error(url: str, exc: BaseException) -> str:
     return f"{url!r}: the store refused the request ({kind}: {text}); {hint}"
 
 
+# -- a store that does not answer for a while --------------------------------------------------
+
+RETRY_SECONDS_ENV = "PARALLEL_RUN_STORE_RETRY_SECONDS"
+RETRY_SECONDS = 30.0  # how long, in all, one request waits for a store that does not answer
+START_RETRY_SECONDS = 5.0  # the same when a job starts: an unreachable store is likelier a typo
+FIRST_RETRY_DELAY = 0.25
+LONGEST_RETRY_DELAY = 8.0
+
+
+def retry_seconds() -> float:
+    text = os.environ.get(RETRY_SECONDS_ENV, "").strip()
+    try:
+        seconds = float(text) if text else RETRY_SECONDS
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        raise InputError(f"{RETRY_SECONDS_ENV} = {text!r}: must be a number of seconds >= 0")
+    return seconds
+
+
+@functools.cache
+def _unreachable_kinds() -> tuple[type[BaseException], ...]:
+    """Errors of a store that did not answer: refused, cut or timed-out connections."""
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        from botocore import exceptions as boto
+
+        kinds += [boto.ConnectionError, boto.HTTPClientError]
+    except ImportError:
+        pass
+    try:
+        import aiohttp
+
+        kinds += [aiohttp.ClientConnectionError, aiohttp.ClientPayloadError]
+    except ImportError:
+        pass
+    from fsspec.exceptions import FSTimeoutError
+
+    return (*kinds, FSTimeoutError)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The store did not answer (worth asking again), as opposed to answering "no" (access
+    denied, no such bucket: asking again changes nothing). Libraries wrap the first kind in
+    their own errors, so the whole chain of causes is looked at; a 5xx answer counts too."""
+    if isinstance(exc, PermissionError | FileNotFoundError | FileExistsError):
+        return False  # an answer, whatever happened on the way to it
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, _unreachable_kinds()):
+            return True
+        response = getattr(cause, "response", None)
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") \
+            if isinstance(response, dict) else None
+        if isinstance(status, int) and status >= 500:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+@dataclass
+class _Outage:
+    since: float  # time.time() of the first request that got no answer
+    started: float  # the same on the monotonic clock
+    first: str  # that request's error
+    retried: int = 0
+
+
+class Retrying:
+    """Calls to one store, tried again with bounded exponential backoff while it does not
+    answer. Shared by the threads that call it; an outage makes one note (not one per
+    request), ready in :meth:`take_notes` once the store answers again."""
+
+    def __init__(self, store: str, budget: float | None = None) -> None:
+        """``store`` names it in messages: "the output store 's3://b/out'"."""
+        self.store = store
+        self.budget = retry_seconds() if budget is None else budget
+        self._lock = threading.Lock()
+        self._outage: _Outage | None = None
+        self._notes: list[str] = []
+
+    def call(self, fn: Callable[[], T], where: str = "", budget: float | None = None) -> T:
+        """``fn()``, asked again while the store does not answer, for ``budget`` seconds at
+        most (the store's default); then :class:`StoreUnavailable`. Other errors go through."""
+        budget = self.budget if budget is None else budget
+        delay, started = FIRST_RETRY_DELAY, None
+        while True:
+            try:
+                result = fn()
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    raise
+                now = time.monotonic()
+                started = now if started is None else started
+                if now - started + delay > budget:
+                    raise self._gave_up(exc, where, now - started) from None
+                self._failed(exc)
+                time.sleep(delay)
+                delay = min(2 * delay, LONGEST_RETRY_DELAY)
+                continue
+            if started is not None:
+                self._answered()
+            return result
+
+    def take_notes(self) -> list[str]:
+        with self._lock:
+            notes, self._notes = self._notes, []
+        return notes
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._outage is None:
+                self._outage = _Outage(time.time(), time.monotonic(), _first_line(exc))
+            self._outage.retried += 1
+
+    def _answered(self) -> None:
+        with self._lock:
+            outage, self._outage = self._outage, None
+            if outage is not None:
+                self._notes.append(
+                    f"{self.store} did not answer for {time.monotonic() - outage.started:.1f} s "
+                    f"from {timestamp(outage.since)} ({outage.first}); {outage.retried} "
+                    "request(s) were tried again with backoff, and it answers again")
+
+    def _gave_up(self, exc: BaseException, where: str, waited: float) -> StoreUnavailable:
+        at = f" (at {where!r})" if where else ""
+        return StoreUnavailable(f"{self.store} stopped answering{at}: {_first_line(exc)}; "
+                                f"waited {waited:.0f} s ({RETRY_SECONDS_ENV} sets how long)")
+
+
 def open_location(url: str, storage_options: dict[str, Any] | None = None) -> OutputLocation:
     """The output location of ``url``: a local folder or an fsspec store."""
     if not isinstance(url, str) or not url:
@@ -68,6 +219,12 @@ def open_location(url: str, storage_options: dict[str, Any] | None = None) -> Ou
 
 
 _TMP_COUNTER = itertools.count()
+
+
+def _fitting(name: str, room: int) -> str:
+    """``name`` cut to ``room`` bytes of UTF-8 (whole characters): a temporary file is named
+    after its target, and a target name of up to 255 bytes must leave room for the rest."""
+    return name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -250,7 +407,7 @@ class LocalLocation(OutputLocation):
     def local_temp(self, rel: str) -> str:
         target = self.path(rel)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return str(target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp"))
+        return str(target.with_name(f".{_fitting(target.name, 255 - 14)}.{os.urandom(4).hex()}.tmp"))
 
     def put_file(self, local: str, rel: str) -> None:
         target = self.path(rel)
@@ -280,25 +437,48 @@ class RemoteLocation(OutputLocation):
         except Exception as exc:
             raise InputError(f"output {describe_storage_error(url, exc)}") from None
         self.base = self.base.rstrip("/")
+        self.retrying = Retrying(f"the output store {self.url!r}")
+        self._noting = threading.local()
 
     def _full(self, rel: str) -> str:
         return f"{self.base}/{rel}" if rel else self.base
 
     def _call(self, what: str, rel: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` against the store, waited for while it does not answer."""
         try:
-            return fn(*args, **kwargs)
-        except FileNotFoundError:
+            result = self.retrying.call(functools.partial(fn, *args, **kwargs), self.display(rel))
+        except (FileNotFoundError, StoreUnavailable):
             raise
         except Exception as exc:
             raise InputError(f"output {what}: {describe_storage_error(self.display(rel), exc)}") from None
+        self._write_notes()
+        return result
+
+    def _write_notes(self) -> None:
+        """Tell an outage that is over in master_role.txt (through the store: not from
+        within the writing of a note)."""
+        if getattr(self._noting, "busy", False):
+            return
+        self._noting.busy = True
+        try:
+            for note in self.retrying.take_notes():
+                self.append_text(MASTER_ROLE, line(note))
+        finally:
+            self._noting.busy = False
 
     def check_writable(self) -> None:
+        """Also whether the store answers at all: for a few seconds only, as a store that a
+        job cannot reach when it starts is likelier a wrong URL than an outage."""
         probe = f"{STATE_DIR}/.probe-{os.urandom(4).hex()}"
+        budget, self.retrying.budget = self.retrying.budget, min(self.retrying.budget,
+                                                                 START_RETRY_SECONDS)
         try:
             self.write_atomic(probe, b"")
             self.remove(probe)
         except FileNotFoundError as exc:
             raise InputError(f"output {describe_storage_error(self.url, exc)}") from None
+        finally:
+            self.retrying.budget = budget
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         self._call("write", rel, self.fs.pipe_file, self._full(rel), data)
@@ -307,7 +487,8 @@ class RemoteLocation(OutputLocation):
         try:
             if end is None:
                 return self._call("read", rel, self.fs.cat_file, self._full(rel))
-            if not self.fs.isfile(self._full(rel)):
+            # not fs.isfile(): it says False for a store that does not answer
+            if self._call("read", rel, self.fs.info, self._full(rel)).get("type") != "file":
                 return None
             return self._call("read", rel, self.fs.cat_file, self._full(rel), 0, end) if end else b""
         except FileNotFoundError:
@@ -315,18 +496,16 @@ class RemoteLocation(OutputLocation):
 
     def listdir(self, rel: str) -> list[str]:
         try:
-            entries = self.fs.ls(self._full(rel), detail=False)
+            entries = self._call("list", rel, self.fs.ls, self._full(rel), detail=False)
         except FileNotFoundError:
             return []
-        except Exception as exc:
-            raise InputError(f"output list: {describe_storage_error(self.display(rel), exc)}") from None
         return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries})
 
     def remove(self, rel: str) -> None:
         full = self._full(rel)
         try:
-            if self.fs.exists(full):
-                self.fs.rm(full, recursive=True)
+            if self._call("list", rel, self.fs.exists, full):
+                self._call("remove", rel, self.fs.rm, full, recursive=True)
         except FileNotFoundError:
             pass
         self.fs.invalidate_cache()
@@ -347,7 +526,8 @@ class RemoteLocation(OutputLocation):
     def local_temp(self, rel: str) -> str:
         import tempfile
 
-        fd, path = tempfile.mkstemp(prefix="parallel-run-", suffix="-" + rel.rsplit("/", 1)[-1])
+        fd, path = tempfile.mkstemp(prefix="parallel-run-",
+                                   suffix="-" + _fitting(rel.rsplit("/", 1)[-1], 255 - 30))
         os.close(fd)
         return path
 
@@ -357,7 +537,7 @@ class RemoteLocation(OutputLocation):
 
     def get_file(self, rel: str, local: str) -> bool:
         try:
-            self.fs.get_file(self._full(rel), local)
+            self._call("download", rel, self.fs.get_file, self._full(rel), local)
         except FileNotFoundError:
             return False
         return True

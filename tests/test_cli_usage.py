@@ -221,6 +221,16 @@ def test_config_rule_broken_through_an_option(job, option, value, names):
     assert_untouched(job["out"])
 
 
+def test_an_output_file_name_the_job_uses_is_one_line_and_exit_2(job):
+    proc = parallel_run(job["script"], "--input", job["in"], "--output", job["out"],
+                        "--append-row-file-name", ".parallel_run")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "parallel-run: error: append_row_file_name = '.parallel_run': the job keeps its own "
+        "files under that name (logs/, .parallel_run*); choose another file name"]
+    assert_untouched(job["out"])
+
+
 @pytest.mark.parametrize("option", ["--run-invocation-timeout", "--init-timeout",
                                     "--resource-monitor-interval"])
 def test_nan_seconds_are_refused(job, option):

@@ -247,6 +247,32 @@ def test_append_row_file_name_wrong_type_or_empty(value):
     assert_names(msg, "append_row_file_name", repr(value), "plain file name")
 
 
+@pytest.mark.parametrize("value", [".parallel_run", ".parallel_run.lock", ".parallel_run.takeover-1f",
+                                   ".parallel_run_step.txt", ".Parallel_Run", "logs", "LOGS"])
+def test_append_row_file_name_the_job_uses_itself_is_refused(value):
+    msg = refused(append_row_file_name=value)
+    assert_names(msg, "append_row_file_name", repr(value), "the job keeps its own files",
+                 "logs/", ".parallel_run*")
+
+
+@pytest.mark.parametrize("value", [".out.txt.1a2b3c4d.tmp", ".results.csv.123-0.TMP"])
+def test_append_row_file_name_of_a_temporary_file_is_refused(value):
+    msg = refused(append_row_file_name=value)
+    assert_names(msg, "append_row_file_name", repr(value)[:20], "temporary files")
+
+
+@pytest.mark.parametrize("value", ["a" * 256, "é" * 128])
+def test_append_row_file_name_over_255_bytes_is_refused(value):
+    msg = refused(append_row_file_name=value)
+    assert_names(msg, "append_row_file_name", value[:40], "(256 bytes)", "at most 255 bytes")
+
+
+@pytest.mark.parametrize("value", ["a" * 255, "é" * 127 + "a", "logs.txt", "my.parallel_run",
+                                   ".out.tmp.txt", "out.tmp"])
+def test_append_row_file_name_beside_the_jobs_names_is_accepted(value):
+    assert make(append_row_file_name=value).append_row_file_name == value
+
+
 @pytest.mark.parametrize("value", [True, False])
 def test_append_row_dataframe_header_valid(value):
     assert make(append_row_dataframe_header=value).append_row_dataframe_header is value

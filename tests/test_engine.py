@@ -300,6 +300,14 @@ def test_summary_only_counts_results_and_writes_no_output_file(runner):
     assert result.output_file is None
 
 
+def test_an_output_file_name_of_255_bytes_is_written(runner):
+    make_files(runner.inputs, 2)
+    name = "é" * 126 + "abc"  # 255 bytes: its temporary file's name must still fit
+    result = runner.run(runner.script(ECHO), append_row_file_name=name)
+    assert result.success, result.reason
+    assert output_lines(runner.output, name) == expected_lines(2)
+
+
 def test_a_different_job_in_the_same_output_starts_fresh(runner):
     make_files(runner.inputs, 4)
     first = runner.run(runner.script(ECHO), mini_batch_size=2)

@@ -10,7 +10,7 @@ from collections import Counter
 
 import fsspec
 import pytest
-from support import CLI, start_moto
+from support import CLI, TcpProxy, make_files, start_moto
 
 from airflow_parallel_run import FileDataset, SideInput
 from airflow_parallel_run.errors import InputError
@@ -184,3 +184,130 @@ def test_a_csv_on_s3_is_read_by_byte_range_in_the_workers(runner, s3):
     fs.invalidate_cache()
     lines = fs.cat(f"{prefix}/out/parallel_run_step.txt").decode().splitlines()
     assert lines == [str(i) for i in range(3000)]
+
+
+# -- an output store that stops answering for a while ----------------------------------------
+
+BLINK_SCRIPT = """
+import os, time
+
+def run(mini_batch):
+    time.sleep(0.3)
+    with open(os.path.join(MARKS, "calls"), "a") as f:
+        f.write("".join(os.path.basename(p) + "\\n" for p in mini_batch))
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+@pytest.fixture
+def blinking_s3(s3, s3_server):
+    """The S3 server behind a proxy the test closes and opens again; the job's S3 client does
+    not retry by itself (AWS_MAX_ATTEMPTS=1): only the job's own retries are at work."""
+    fs, _, prefix, env = s3
+    port = int(s3_server[0].rsplit(":", 1)[1])
+    proxy = TcpProxy(port)
+    yield fs, prefix, {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
+                       "AWS_MAX_ATTEMPTS": "1"}, proxy
+    proxy.close()
+
+
+def _blink_job(runner, prefix: str) -> list[str]:
+    make_files(runner.inputs, 16)
+    script = runner.script(BLINK_SCRIPT)
+    return CLI + [str(script), "--input", str(runner.inputs), "--output", f"s3://{prefix}/out",
+                  "--mini-batch-size", "2", "--process-count-per-node", "2", "--quiet"]
+
+
+def _records_on_server(fs, prefix: str) -> set[int]:
+    fs.invalidate_cache()
+    results = f"{prefix}/out/.parallel_run/results"
+    return {int(p.rsplit("/", 1)[-1][:-4]) for p in fs.find(results)} if fs.exists(results) else set()
+
+
+def _when_records(fs, prefix: str, job: subprocess.Popen, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(_records_on_server(fs, prefix)) < count:
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+        time.sleep(0.1)
+
+
+def test_an_s3_output_that_stops_answering_for_3_s_mid_job_is_waited_for(runner, blinking_s3):
+    fs, prefix, env, proxy = blinking_s3
+    job = subprocess.Popen(_blink_job(runner, prefix), env={**os.environ, **env},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _when_records(fs, prefix, job, 2)
+    proxy.close()
+    time.sleep(3)
+    proxy.open()
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 0, out + err
+    assert "Traceback" not in err
+    fs.invalidate_cache()
+    lines = fs.cat(f"{prefix}/out/parallel_run_step.txt").decode().splitlines()
+    assert lines == [f"f{i:04d}.txt" for i in range(16)]
+    master = fs.cat(f"{prefix}/out/logs/sys/master_role.txt").decode()
+    assert "did not answer" in master and f"s3://{prefix}/out" in master
+
+
+def test_an_s3_output_down_for_good_fails_with_exit_1_and_the_next_run_resumes(runner, blinking_s3):
+    fs, prefix, env, proxy = blinking_s3
+    command = _blink_job(runner, prefix)
+    job_env = {**os.environ, **env, "PARALLEL_RUN_STORE_RETRY_SECONDS": "2"}
+    job = subprocess.Popen(command, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    _when_records(fs, prefix, job, 2)
+    proxy.close()
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 1, out + err
+    assert "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith(f"parallel-run: error: the output store 's3://{prefix}/out")
+    assert "stopped answering" in err and "run the same command again to resume" in err
+    done_before = _records_on_server(fs, prefix)
+    calls_before = Counter((runner.marks / "calls").read_text().split())
+
+    proxy.open()
+    again = subprocess.run(command, env=job_env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    fs.invalidate_cache()
+    lines = fs.cat(f"{prefix}/out/parallel_run_step.txt").decode().splitlines()
+    assert lines == [f"f{i:04d}.txt" for i in range(16)]
+    calls_after = Counter((runner.marks / "calls").read_text().split()) - calls_before
+    assert not {int(name[1:5]) // 2 for name in calls_after} & done_before
+
+
+def test_an_s3_output_that_does_not_answer_at_the_start_fails_with_exit_1(runner, blinking_s3):
+    fs, prefix, env, proxy = blinking_s3
+    proxy.close()
+    done = subprocess.run(_blink_job(runner, prefix), capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env, "PARALLEL_RUN_STORE_RETRY_SECONDS": "1"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"parallel-run: error: the output store 's3://{prefix}/out' stopped "
+                           "answering")
+    assert "EndpointConnectionError" in line
+    assert line.endswith("; run the same command again to resume")
+    assert not (runner.marks / "calls").exists()
+
+
+def test_s3_inputs_that_stop_answering_for_3_s_mid_job_are_waited_for(runner, blinking_s3):
+    fs, prefix, env, proxy = blinking_s3
+    for i in range(16):
+        fs.pipe(f"{prefix}/in/f{i:04d}.txt", b"x")
+    command = CLI + [str(runner.script(BLINK_SCRIPT)), "--input", f"s3://{prefix}/in",
+                     "--output", str(runner.output), "--mini-batch-size", "2",
+                     "--process-count-per-node", "2", "--quiet"]
+    job = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    calls = runner.marks / "calls"
+    deadline = time.monotonic() + 60
+    while not calls.exists() or len(calls.read_text().split()) < 4:
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+        time.sleep(0.05)
+    proxy.close()
+    time.sleep(3)
+    proxy.open()
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 0, out + err
+    assert (runner.output / "parallel_run_step.txt").read_text().splitlines() == \
+        [f"f{i:04d}.txt" for i in range(16)]
+    assert "did not answer" in (runner.output / "logs/sys/master_role.txt").read_text()

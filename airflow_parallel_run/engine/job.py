@@ -262,7 +262,9 @@ def run_job(
 ) -> JobResult:
     """Plan, run every node on this machine (a thread each), reduce.
 
-    Raises ParallelRunError (ConfigError, InputError, EntryScriptError) on bad input.
+    Raises ParallelRunError (ConfigError, InputError, EntryScriptError) on bad input, and
+    StoreUnavailable when a store stopped answering for longer than the job waits (running
+    it again resumes).
     """
     job = Job(config, inputs, output, arguments, side_inputs, output_storage_options, secrets,
               stat_inputs)

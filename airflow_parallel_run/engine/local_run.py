@@ -14,6 +14,7 @@ Airflow runs the same nodes as separate tasks instead (airflow/tasks.py), withou
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import threading
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
+from ..errors import StoreUnavailable
 from ..plan import JOB_FILE, JobPlan, MiniBatch, iter_plan
 from ..results import RESULTS_DIR, MiniBatchRecord
 from ..storage import local_path
@@ -94,6 +96,7 @@ class LocalRun:
         self.results: list[NodeResult | None] = []
         self.threads: list[threading.Thread] = []
         self.early: list[Node] = []
+        self.store_down: StoreUnavailable | None = None  # a node's store stopped answering
         if can_start_early(job):
             # A fresh local output: the workers start (and import, and init()) while we plan.
             self.early = [job.make_node(None, i) for i in range(int(job.config.node_count))]
@@ -127,7 +130,9 @@ class LocalRun:
 
     def run(self, job_plan: JobPlan, stop_event: threading.Event | None = None,
             ) -> list[NodeResult | None] | None:
-        """Every node's result, in node order; None when the job had nothing to run."""
+        """Every node's result, in node order; None when the job had nothing to run.
+        Raises StoreUnavailable when a node's store stopped answering: nothing is judged
+        then, as nothing can be read (a later run resumes)."""
         if job_plan.mini_batch_count == 0 and self.feed is None:
             self._discard()
             return None
@@ -142,6 +147,8 @@ class LocalRun:
             for thread in self.threads:
                 thread.join()
             raise
+        if self.store_down is not None:
+            raise self.store_down
         return self.results
 
     def _assign(self, nodes: Sequence[Node], job_plan: JobPlan) -> None:
@@ -163,11 +170,16 @@ class LocalRun:
     def _run_node(self, i: int) -> None:
         try:
             self.results[i] = self.nodes[i].run()
+        except StoreUnavailable as exc:  # the other nodes cannot go on either: stop them
+            self.store_down = exc
+            self.results[i] = NodeResult(i, Totals(), str(exc))
+            self._abort()
         except Exception as exc:  # a bug of ours: the job fails with it, the others go on
-            self.job.location.append_text(logs.MASTER_ROLE, logs.line(
-                f"node {i} failed:\n{traceback.format_exc()}"))
             self.results[i] = NodeResult(i, Totals(),
                                          f"node {i} failed: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(StoreUnavailable):  # the store is down too: told anyway
+                self.job.location.append_text(logs.MASTER_ROLE, logs.line(
+                    f"node {i} failed:\n{traceback.format_exc()}"))
 
     def _wait(self, stop_event: threading.Event | None) -> None:
         """Until every node thread ends; a stop event set meanwhile aborts the nodes once."""

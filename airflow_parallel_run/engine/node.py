@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from typing import Any
 
 from .. import logs
 from ..config import ParallelRunConfig
+from ..errors import StoreUnavailable
 from ..inputs import SideInput
 from ..masking import Masker
 from ..plan import JobPlan, iter_plan
@@ -195,7 +197,8 @@ class Node:
             if self.cache is not None:
                 self.cache.stop_monitor()
             self.pool.kill_all()
-            self.logs.close()
+            # not to a store that stopped answering: that would wait for it again
+            self.logs.close(publish=not isinstance(sys.exc_info()[1], StoreUnavailable))
             self.outcomes.close()
             if self.cache_dir:
                 shutil.rmtree(self.cache_dir, ignore_errors=True)
@@ -292,6 +295,8 @@ class Node:
     def _send(self, slot: Slot, task: Task) -> None:
         try:
             items = self._cache.staging.local_items(task)
+        except StoreUnavailable:
+            raise  # down for longer than we wait: the job stops, and a later run resumes
         except Exception as exc:  # the store refused the files: this try fails, not the node
             self._try_failed(slot.name, task, f"fetching the input files failed: "
                              f"{type(exc).__name__}: {exc}", pid=None)

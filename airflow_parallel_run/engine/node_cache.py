@@ -29,7 +29,7 @@ class NodeCache:
         """``pids`` tells the resource monitor which processes to sample."""
         self.dir = cache_dir
         work = node_logs.stage_in(self.dir, process_names)
-        self.staging = Staging(self.dir, spec.datasets, work, spec.output)
+        self.staging = Staging(self.dir, spec.datasets, work, spec.output, node_logs.master)
         self.launcher = WorkerLauncher(spec, self.dir, work, len(process_names))
         from ..monitor import ResourceMonitor
 

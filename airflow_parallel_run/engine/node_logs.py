@@ -57,12 +57,13 @@ class NodeLogs:
             self._fetch_earlier_logs(process_names)
         return self._work
 
-    def close(self) -> None:
-        """Close the open logs and mask secrets in every log written here; upload them if staged."""
+    def close(self, publish: bool = True) -> None:
+        """Close the open logs and mask secrets in every log written here; upload them if
+        staged (and ``publish``: not to a store that stopped answering)."""
         self._close_logs()
         if self._work is not None:
             self.masker.scrub_tree(str(self._work.path("logs")))
-        if self.staged:
+        if self.staged and publish:
             self.publish_logs()
 
     def master(self, text: str) -> None:

@@ -7,13 +7,15 @@ record a worker wrote to the local staging folder is put as the remote record ob
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from ..plan import MiniBatch
 from ..results import write_remote_record
-from ..storage import LocalLocation, OutputLocation
+from ..storage import LocalLocation, OutputLocation, Retrying
 from .work_queue import Task
 
 
@@ -21,12 +23,15 @@ class Staging:
     """Copies of remote input files in the node's cache, and records put to a remote output."""
 
     def __init__(self, cache_dir: str, datasets: dict[str, Any], work: LocalLocation,
-                 location: OutputLocation) -> None:
-        """``work`` is where the workers write; ``location`` the job's output."""
+                 location: OutputLocation, note: Callable[[str], None]) -> None:
+        """``work`` is where the workers write; ``location`` the job's output; ``note``
+        tells master_role.txt of an outage of the inputs' store, once it is over."""
         self.cache_dir = cache_dir
         self.datasets = datasets
         self.work = work
         self.location = location
+        self.retrying = Retrying("the input store")  # waits for inputs that do not answer
+        self.note = note
 
     def local_items(self, task: Task) -> list[str]:
         """Remote files are fetched to this node's cache; local paths are used as they are."""
@@ -39,6 +44,8 @@ class Staging:
             else:
                 task.local_items = self._fetch(task.batch, dataset)
                 task.fetched = True
+                for note in self.retrying.take_notes():
+                    self.note(note)
         return task.local_items
 
     def release(self, task: Task) -> None:
@@ -66,7 +73,7 @@ class Staging:
             target = os.path.join(folder, str(position), os.path.basename(url.rstrip("/")))
             os.makedirs(os.path.dirname(target), exist_ok=True)
             fs, path = fsspec.core.url_to_fs(url, **dataset.storage_options)
-            fs.get(path, target)
+            self.retrying.call(functools.partial(fs.get, path, target), url)
             local.append(target)
         return local
 
