@@ -142,13 +142,15 @@ def _race(root: str, holder: str, start: float, won: multiprocessing.Queue) -> N
 
 
 def test_of_jobs_starting_at_once_exactly_one_gets_the_lock(tmp_path):
-    won: multiprocessing.Queue = multiprocessing.Queue()
-    start = time.time() + 0.5
-    racers = [multiprocessing.Process(target=_race, args=(str(tmp_path), f"job-{i}", start, won))
+    # spawned, not forked: a fork of a process whose fsspec I/O thread runs can hang
+    context = multiprocessing.get_context("spawn")
+    won: multiprocessing.Queue = context.Queue()
+    start = time.time() + 3.0
+    racers = [context.Process(target=_race, args=(str(tmp_path), f"job-{i}", start, won))
               for i in range(8)]
     for racer in racers:
         racer.start()
-    results = [won.get(timeout=30) for _ in racers]
+    results = [won.get(timeout=60) for _ in racers]
     for racer in racers:
         racer.join()
 
