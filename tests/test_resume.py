@@ -111,3 +111,60 @@ def test_python_api_plans_with_file_stats_so_a_changed_input_is_a_fresh_run(runn
     again = runner.run(script, mini_batch_size=2)
     assert again.success and not again.resumed
     assert output_lines(runner.output) == ["item 0", "new", "item 2", "item 3"]
+
+
+def test_cli_run_again_reruns_a_mini_batch_whose_file_changed_while_its_run_ran(runner):
+    make_files(runner.inputs, 2)
+    script = runner.script("""
+    import time
+    def run(mini_batch):
+        text = open(mini_batch[0]).read().strip()
+        if text == "item 0":  # another writer changes the file after run() read it
+            with open(mini_batch[0], "w") as f:
+                f.write("changed\\n")
+            time.sleep(0.2)
+        return [text]
+    """)
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--mini-batch-size", "1", "--quiet"]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    assert output_lines(runner.output) == ["item 0", "item 1"]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" in again.stdout
+    assert output_lines(runner.output) == ["changed", "item 1"]
+
+
+def test_cli_run_again_reruns_a_mini_batch_whose_symlink_points_at_another_file(runner):
+    for version in ("v1", "v2"):
+        (runner.tmp / version).mkdir()
+        (runner.tmp / version / "data.txt").write_text(f"{version}\n")
+    runner.inputs.mkdir()
+    link = runner.inputs / "data.txt"
+    link.symlink_to("../v1/data.txt")
+    script = runner.script("def run(mb):\n    return [open(p).read().strip() for p in mb]\n")
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--quiet"]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    assert output_lines(runner.output) == ["v1"]
+    link.unlink()
+    link.symlink_to("../v2/data.txt")  # an older file than the first run's record
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" in again.stdout
+    assert output_lines(runner.output) == ["v2"]
+
+
+def test_python_api_run_again_after_a_symlink_points_at_a_file_alike_is_a_fresh_run(runner):
+    for version in ("v1", "v2"):
+        (runner.tmp / version).mkdir()
+        (runner.tmp / version / "data.txt").write_text(f"{version}\n")
+        os.utime(runner.tmp / version / "data.txt", (1_000_000_000, 1_000_000_000))
+    runner.inputs.mkdir()
+    link = runner.inputs / "data.txt"
+    link.symlink_to("../v1/data.txt")
+    script = runner.script("def run(mb):\n    return [open(p).read().strip() for p in mb]\n")
+    assert runner.run(script).success
+    link.unlink()
+    link.symlink_to("../v2/data.txt")  # same size, same time as v1/data.txt
+    again = runner.run(script)
+    assert again.success and not again.resumed
+    assert output_lines(runner.output) == ["v2"]
