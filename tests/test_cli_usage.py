@@ -303,6 +303,16 @@ def test_output_that_is_a_file(job):
     assert taken.read_text() == "keep me\n"
 
 
+@pytest.mark.parametrize("spelling", ["in/out", "in/", "in/sub/../out", "link/out"])
+def test_output_inside_or_equal_to_the_input_folder_is_refused(job, spelling):
+    (job["tmp"] / "link").symlink_to(job["in"])
+    before = tree(job["in"])
+    output = f"{job['tmp']}/{spelling}"
+    proc = parallel_run(job["script"], "--input", job["in"], "--output", output)
+    assert_usage_error(proc, output, str(job["in"]))
+    assert tree(job["in"]) == before
+
+
 def test_refused_rerun_loses_nothing(job):
     first = parallel_run(job["script"], "--input", job["in"], "--output", job["out"], "--quiet")
     assert first.returncode == 0, first.stderr

@@ -28,7 +28,7 @@ from ..reduce import JobResult, reduce_job, write_job_result
 from ..results import RESULTS_DIR, MiniBatchRecord
 from ..storage import STATE_DIR, is_remote_url, local_path, open_location
 from ..thresholds import Totals, clear_counts
-from .checks import check_inputs, resolve_entry_script
+from .checks import check_inputs, check_output_outside_inputs, resolve_entry_script
 from .local_run import LocalRun, Progress
 from .node import Node, NodeResult, NodeSpec
 
@@ -106,6 +106,7 @@ class Job:
         for side in self.side_inputs:
             side.check()
         check_inputs(self.config, self.inputs)
+        check_output_outside_inputs(output, self.inputs)
         names = [d.name for d in self.inputs]
         if len(set(names)) != len(names):
             raise ConfigError(f"inputs: names must differ, got {names}")
