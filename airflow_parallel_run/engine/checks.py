@@ -106,14 +106,14 @@ def check_output_outside_inputs(output: str, inputs: Sequence[Any]) -> None:
     out = _comparable(output)
     for dataset in inputs:
         for spec in getattr(dataset, "paths", []):
-            folder = _comparable(_folder_of(spec))
+            folder = _comparable(input_folder(spec))
             if out == folder or out.startswith(folder.rstrip("/") + "/"):
                 raise ConfigError(f"output {output!r} is input {spec!r} or inside it: its "
                                   "files would become input; choose an output folder outside "
                                   "the input")
 
 
-def _folder_of(spec: str) -> str:
+def input_folder(spec: str) -> str:
     """The folder a pattern starts from (``in/**/*.csv`` -> ``in``); a path as it is."""
     parts = spec.split("/")
     for number, part in enumerate(parts):
