@@ -20,10 +20,13 @@ import stat
 from collections.abc import Iterable
 from typing import Any
 
+from .errors import EntryScriptError
 from .storage import STATE_DIR, OutputLocation
 
 MANIFEST_FILE = f"{STATE_DIR}/source.json"
 BIG_FILE = 4 << 20  # bigger files: by size and modification time, not read
+READ_BUDGET = 64 << 20  # bytes read per manifest; files past it: by size and time as well
+MAX_FILES = 10_000  # a bigger folder is no script's folder (a home, /tmp): refused
 _SKIPPED_NAMES = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules",
                             ".mypy_cache", ".pytest_cache", ".ruff_cache"})
 
@@ -35,13 +38,19 @@ def folder_manifest(folder: str, left_out: Iterable[str] = ()) -> Manifest:
     root = os.path.realpath(folder)
     skipped = {os.path.realpath(os.path.expanduser(path)) for path in left_out}
     manifest: Manifest = {}
+    budget = [READ_BUDGET]
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not _skipped_folder(dirpath, d, skipped)]
         for name in filenames:
             path = os.path.join(dirpath, name)
-            entry = None if path in skipped else _entry(path)
+            entry = None if path in skipped else _entry(path, budget)
             if entry is not None:
                 manifest[os.path.relpath(path, root)] = entry
+        if len(manifest) > MAX_FILES:
+            raise EntryScriptError(
+                f"source_directory {folder}: more than {MAX_FILES} files (the script's folder, "
+                "by default the one it is in, is part of the job: resume and reuse check its "
+                "files); set source_directory to a folder with only what the script needs")
     return manifest
 
 
@@ -51,14 +60,17 @@ def _skipped_folder(parent: str, name: str, skipped: set[str]) -> bool:
             or os.path.exists(os.path.join(path, "pyvenv.cfg")))  # a virtual environment
 
 
-def _entry(path: str) -> list[Any] | None:
-    """[size, what tells a changed file apart]; None for what is not a readable file."""
+def _entry(path: str, budget: list[int] | None = None) -> list[Any] | None:
+    """[size, what tells a changed file apart]; None for what is not a readable file.
+    ``budget``: bytes still to read (a one-item list, spent here); None: read what was read."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):  # a socket, a pipe, a broken link
             return None
-        if st.st_size > BIG_FILE:
+        if st.st_size > BIG_FILE or (budget is not None and st.st_size > budget[0]):
             return [st.st_size, f"t{st.st_mtime_ns}"]
+        if budget is not None:
+            budget[0] -= st.st_size
         with open(path, "rb") as handle:
             return [st.st_size, hashlib.sha256(handle.read()).hexdigest()[:32]]
     except OSError:  # gone while we looked, or not ours to read: no part of the job
@@ -68,7 +80,17 @@ def _entry(path: str) -> list[Any] | None:
 def still_holds(manifest: Manifest, folder: str) -> bool:
     """Whether every file of ``manifest`` is in ``folder`` as it was."""
     root = os.path.realpath(folder)
-    return all(_entry(os.path.join(root, rel)) == list(entry) for rel, entry in manifest.items())
+    return all(_same(os.path.join(root, rel), entry) for rel, entry in manifest.items())
+
+
+def _same(path: str, entry: list[Any]) -> bool:
+    if str(entry[1]).startswith("t"):  # not read when listed: by size and time
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return [st.st_size, f"t{st.st_mtime_ns}"] == list(entry)
+    return _entry(path) == list(entry)
 
 
 def manifest_hash(manifest: Manifest) -> str:
