@@ -153,6 +153,22 @@ def test_cli_run_again_reruns_a_mini_batch_whose_symlink_points_at_another_file(
     assert output_lines(runner.output) == ["v2"]
 
 
+def test_cli_run_again_reruns_what_a_linked_input_folder_pointed_elsewhere_holds(runner):
+    for version in ("v1", "v2"):
+        (runner.tmp / version).mkdir()
+        (runner.tmp / version / "data.txt").write_text(f"{version}\n")
+    runner.inputs.symlink_to("v1")
+    script = runner.script("def run(mb):\n    return [open(p).read().strip() for p in mb]\n")
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--quiet"]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    runner.inputs.unlink()
+    runner.inputs.symlink_to("v2")  # the same file names, older than the first run's record
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" in again.stdout
+    assert output_lines(runner.output) == ["v2"]
+
+
 def test_python_api_run_again_after_a_symlink_points_at_a_file_alike_is_a_fresh_run(runner):
     for version in ("v1", "v2"):
         (runner.tmp / version).mkdir()

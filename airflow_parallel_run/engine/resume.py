@@ -2,8 +2,9 @@
 
 A mini-batch counts as done when its record says OK, unless one of its local input files
 changed after its run() started (records made with versions carry ``started_at``): then it
-runs again. A symbolic link counts as changed when it, or any link on the way to the file,
-is newer than that: a link pointed at another (older) file is another input.
+runs again. A symbolic link counts as changed when it, or any link on the way to the file
+(a linked folder too), is newer than that: a link pointed at another (older) file is another
+input.
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ def _changed_inputs(location: OutputLocation, indices: range,
     if not any(r.started_at is not None for r in done.values()):
         return []
     changed = []
+    folders: dict[str, float] = {}
     for batch in iter_plan(location, indices):
         record = done.get(batch.index)
         if record is None or record.started_at is None:
             continue
         try:
-            latest = max(map(last_change, batch.items))
+            latest = max(max(last_change(path), links_to_folder(os.path.dirname(path), folders))
+                         for path in batch.items)
         except OSError:  # gone: its results stay, as the plan still names it
             continue
         if latest > record.started_at - CLOCK_SLACK:
@@ -65,3 +68,17 @@ def last_change(path: str) -> float:
             return latest
         path = os.path.join(os.path.dirname(path), os.readlink(path))
     raise OSError(f"{path}: too many levels of symbolic links")
+
+
+def links_to_folder(folder: str, known: dict[str, float]) -> float:
+    """The latest change of a symbolic link among ``folder`` and the folders above it (an
+    input folder that is a link pointed elsewhere holds other files); ``known`` caches it."""
+    if folder in known:
+        return known[folder]
+    parent = os.path.dirname(folder)
+    latest = 0.0 if parent == folder else links_to_folder(parent, known)
+    st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode):
+        latest = max(latest, st.st_mtime, st.st_ctime)
+    known[folder] = latest
+    return latest
