@@ -2,8 +2,9 @@
 
 The planner streams the inputs once. Mini-batches are written to plan chunks as they form, so
 only one mini-batch is held at a time; a node later reads just the chunks of its shard. The
-job's fingerprint (inputs' names, sizes and times, the script, the arguments and the settings
-that change results) decides whether an earlier run in the same output location is resumed.
+job's fingerprint (inputs' names, sizes and times, the script and its folder (source.py), the
+arguments and the settings that change results) decides whether an earlier run in the same
+output location is resumed.
 """
 
 from __future__ import annotations
@@ -154,24 +155,11 @@ class _ChunkWriter:
             self.count = 0
 
 
-def _hash_tree(hasher: Any, folder: str, skip: str) -> None:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if d not in (".git", "__pycache__", ".venv", "node_modules")
-            and os.path.join(dirpath, d) != skip
-        )
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            st = os.stat(path)
-            hasher.update(f"{os.path.relpath(path, folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-
-
 def script_fingerprint(
-    config: ParallelRunConfig, entry_script: str, source_directory: str | None,
-    arguments: Sequence[str], output_root: str,
+    config: ParallelRunConfig, entry_script: str, source_hash: str, arguments: Sequence[str],
 ) -> str:
-    """What, besides the inputs, decides a job's results."""
+    """What, besides the inputs, decides a job's results. ``source_hash``: the script's folder
+    (source.py's manifest_hash)."""
     hasher = hashlib.sha256()
     values = config.to_dict()  # JSON values as earlier versions wrote them: resume still matches
     settings = {name: values[name] for name in RESULT_FIELDS}
@@ -180,8 +168,7 @@ def script_fingerprint(
                              sort_keys=True, default=str).encode())
     with open(entry_script, "rb") as handle:
         hasher.update(hashlib.sha256(handle.read()).digest())
-    if source_directory:
-        _hash_tree(hasher, source_directory, skip=output_root)
+    hasher.update(source_hash.encode())
     return hasher.hexdigest()
 
 

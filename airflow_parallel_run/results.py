@@ -52,9 +52,9 @@ class MiniBatchRecord:
     failed: int
     tries: int
     header: str | None = None  # a DataFrame result's header line, written once in the output
-    # when the mini-batch finished, for local input files: one changed later (mtime or ctime
-    # after this) makes a resumed run run it again
-    finished_at: float | None = None
+    # when run() started, for local input files: one changed since (mtime or ctime after
+    # this, also while run() ran) makes a resumed run run it again
+    started_at: float | None = None
 
     def head(self) -> dict[str, Any]:
         head: dict[str, Any] = {"index": self.index, "status": self.status, "total": self.total,
@@ -62,8 +62,8 @@ class MiniBatchRecord:
                                 "tries": self.tries}
         if self.header is not None:
             head["header"] = self.header
-        if self.finished_at is not None:
-            head["finished_at"] = self.finished_at
+        if self.started_at is not None:
+            head["started_at"] = self.started_at
         return head
 
     def encode(self, payload: bytes = b"") -> bytes:
@@ -71,7 +71,10 @@ class MiniBatchRecord:
 
     @classmethod
     def from_head(cls, head: dict[str, Any]) -> MiniBatchRecord:
-        return cls(**{k: v for k, v in head.items() if k not in _LOG_KEYS})
+        values = {k: v for k, v in head.items() if k not in _LOG_KEYS}
+        if "finished_at" in values:  # written by earlier versions: the nearest time known
+            values["started_at"] = values.pop("finished_at")
+        return cls(**values)
 
     @classmethod
     def decode(cls, data: bytes) -> tuple[MiniBatchRecord, bytes]:

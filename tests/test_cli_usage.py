@@ -7,8 +7,10 @@ output; an empty input is not an error; a good run prints a summary and exits 0.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -163,6 +165,19 @@ def test_entry_script_that_is_a_folder(job):
     assert_usage_error(proc, "pkg.py")
 
 
+def test_a_script_folder_of_more_than_10000_files_is_refused(job):
+    # in memory where it can be: 10,000 files on a busy disk take seconds
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else job["tmp"]))
+    try:
+        script = write(folder / "score.py", OK_SCRIPT)
+        for i in range(10_001):
+            os.close(os.open(folder / f"{i}", os.O_CREAT | os.O_WRONLY))
+        proc = parallel_run(script, "--input", job["in"], "--output", job["out"])
+        assert_usage_error(proc, "source_directory", str(folder), "10000 files")
+    finally:
+        shutil.rmtree(folder)
+
+
 def test_source_directory_missing(job):
     proc = parallel_run("score.py", "--source-directory", job["tmp"] / "no_src",
                         "--input", job["in"], "--output", job["out"])
@@ -311,6 +326,16 @@ def test_output_that_is_a_file(job):
     proc = parallel_run(job["script"], "--input", job["in"], "--output", taken)
     assert_usage_error(proc, str(taken))
     assert taken.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("spelling", ["in/out", "in/", "in/sub/../out", "link/out"])
+def test_output_inside_or_equal_to_the_input_folder_is_refused(job, spelling):
+    (job["tmp"] / "link").symlink_to(job["in"])
+    before = tree(job["in"])
+    output = f"{job['tmp']}/{spelling}"
+    proc = parallel_run(job["script"], "--input", job["in"], "--output", output)
+    assert_usage_error(proc, output, str(job["in"]))
+    assert tree(job["in"]) == before
 
 
 def test_refused_rerun_loses_nothing(job):

@@ -113,3 +113,30 @@ def test_clear_state_removes_the_plan_and_keeps_the_logs_unless_asked(tmp_path):
 
     job.clear_state(with_logs=True)
     assert not (out / "logs").exists()
+
+
+def same_job(job: Job, output: str) -> Job:
+    return Job(job.config, job.inputs, output)
+
+
+def test_an_earlier_runs_source_offered_leaves_files_its_script_wrote_out_of_the_fingerprint(
+        tmp_path):
+    first = make_job(tmp_path, output="out1")
+    first_plan = first.plan()
+    (tmp_path / "scripts" / "run.log").write_text("written by the script as it ran\n")
+    second = same_job(first, str(tmp_path / "out2"))
+    second.offer_source(first.source_record())
+
+    assert second.plan().fingerprint == first_plan.fingerprint  # what reuse keys hold
+
+
+def test_an_earlier_runs_source_offered_with_a_changed_file_is_not_taken(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "helper.py").write_text("VALUE = 1\n")
+    first = make_job(tmp_path, output="out1")
+    first_plan = first.plan()
+    (tmp_path / "scripts" / "helper.py").write_text("VALUE = 2\n")
+    second = same_job(first, str(tmp_path / "out2"))
+    second.offer_source(first.source_record())
+
+    assert second.plan().fingerprint != first_plan.fingerprint

@@ -111,3 +111,147 @@ def test_python_api_plans_with_file_stats_so_a_changed_input_is_a_fresh_run(runn
     again = runner.run(script, mini_batch_size=2)
     assert again.success and not again.resumed
     assert output_lines(runner.output) == ["item 0", "new", "item 2", "item 3"]
+
+
+def test_cli_run_again_reruns_a_mini_batch_whose_file_changed_while_its_run_ran(runner):
+    make_files(runner.inputs, 2)
+    script = runner.script("""
+    import time
+    def run(mini_batch):
+        text = open(mini_batch[0]).read().strip()
+        if text == "item 0":  # another writer changes the file after run() read it
+            with open(mini_batch[0], "w") as f:
+                f.write("changed\\n")
+            time.sleep(0.2)
+        return [text]
+    """)
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--mini-batch-size", "1", "--quiet"]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    assert output_lines(runner.output) == ["item 0", "item 1"]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" in again.stdout
+    assert output_lines(runner.output) == ["changed", "item 1"]
+
+
+def test_cli_run_again_reruns_a_mini_batch_whose_symlink_points_at_another_file(runner):
+    for version in ("v1", "v2"):
+        (runner.tmp / version).mkdir()
+        (runner.tmp / version / "data.txt").write_text(f"{version}\n")
+    runner.inputs.mkdir()
+    link = runner.inputs / "data.txt"
+    link.symlink_to("../v1/data.txt")
+    script = runner.script("def run(mb):\n    return [open(p).read().strip() for p in mb]\n")
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--quiet"]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    assert output_lines(runner.output) == ["v1"]
+    link.unlink()
+    link.symlink_to("../v2/data.txt")  # an older file than the first run's record
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" in again.stdout
+    assert output_lines(runner.output) == ["v2"]
+
+
+def test_cli_run_again_reruns_what_a_linked_input_folder_pointed_elsewhere_holds(runner):
+    for version in ("v1", "v2"):
+        (runner.tmp / version).mkdir()
+        (runner.tmp / version / "data.txt").write_text(f"{version}\n")
+    runner.inputs.symlink_to("v1")
+    script = runner.script("def run(mb):\n    return [open(p).read().strip() for p in mb]\n")
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--quiet"]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    runner.inputs.unlink()
+    runner.inputs.symlink_to("v2")  # the same file names, older than the first run's record
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" in again.stdout
+    assert output_lines(runner.output) == ["v2"]
+
+
+def test_python_api_run_again_after_a_symlink_points_at_a_file_alike_is_a_fresh_run(runner):
+    for version in ("v1", "v2"):
+        (runner.tmp / version).mkdir()
+        (runner.tmp / version / "data.txt").write_text(f"{version}\n")
+        os.utime(runner.tmp / version / "data.txt", (1_000_000_000, 1_000_000_000))
+    runner.inputs.mkdir()
+    link = runner.inputs / "data.txt"
+    link.symlink_to("../v1/data.txt")
+    script = runner.script("def run(mb):\n    return [open(p).read().strip() for p in mb]\n")
+    assert runner.run(script).success
+    link.unlink()
+    link.symlink_to("../v2/data.txt")  # same size, same time as v1/data.txt
+    again = runner.run(script)
+    assert again.success and not again.resumed
+    assert output_lines(runner.output) == ["v2"]
+
+
+def _kill_after(cmd: list[str], output, records: int) -> None:
+    """Start ``cmd`` and SIGKILL it once ``records`` mini-batches have finished."""
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len(_finished(output)) < records and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(0.5)  # orphaned workers die with their node (PDEATHSIG)
+
+
+WRITES_INTO_ITS_FOLDER = """
+import os, time
+def run(mini_batch):
+    time.sleep(0.1)
+    with open("cache.bin", "wb") as f:  # the working folder: the script's folder
+        f.write(os.urandom(64))
+    with open("run.log", "a") as f:
+        f.write(os.path.basename(mini_batch[0]) + "\\n")
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_what_the_script_writes_into_its_folder_does_not_make_a_resume_start_fresh(runner):
+    make_files(runner.inputs, 20)
+    script = runner.script(WRITES_INTO_ITS_FOLDER)
+    (runner.scripts / "helper.py").write_text("VALUE = 1\n")
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--mini-batch-size", "1", "--source-directory", str(runner.scripts)]
+    _kill_after(cmd, runner.output, 10)
+    done_before = len(_finished(runner.output))
+    ran_before = len((runner.scripts / "run.log").read_text().split())
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" in again.stdout, again.stdout + again.stderr
+    ran_again = len((runner.scripts / "run.log").read_text().split()) - ran_before
+    assert ran_again == 20 - done_before
+    assert output_lines(runner.output) == [f"f{i:04d}.txt" for i in range(20)]
+
+
+def test_a_changed_helper_module_beside_the_script_makes_a_fresh_run(runner):
+    make_files(runner.inputs, 20)
+    script = runner.script("""
+    import time
+    import helper
+    def run(mini_batch):
+        time.sleep(0.1)
+        return [helper.VALUE for p in mini_batch]
+    """)
+    (runner.scripts / "helper.py").write_text("VALUE = 'old'\n")
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", str(runner.output),
+                 "--mini-batch-size", "1"]
+    _kill_after(cmd, runner.output, 10)
+    (runner.scripts / "helper.py").write_text("VALUE = 'new'\n")
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" not in again.stdout, again.stdout
+    assert output_lines(runner.output) == ["new"] * 20
+
+
+def test_an_output_folder_inside_the_script_folder_is_left_out_of_its_fingerprint(runner):
+    make_files(runner.inputs, 2)
+    script = runner.script("def run(mb):\n    return mb\n")
+    output = f"{runner.scripts}/sub/../out/"  # spelled another way than the folder's walk
+    cmd = CLI + [str(script), "--input", str(runner.inputs), "--output", output,
+                 "--source-directory", str(runner.scripts), "--quiet"]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    again = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "resumed" in again.stdout, again.stdout

@@ -592,3 +592,20 @@ def test_descriptors_round_trip_through_json(tmp_path: Path) -> None:
     assert copies == pieces
     assert "secret" not in json.dumps(described)
     assert TabularDataset.from_dict(described, {"key": "secret"}) == dataset
+
+
+@pytest.mark.parametrize("cut", [7, 64, 1000])
+def test_counted_rows_of_the_pieces_of_a_file_with_quoted_line_breaks_sum_to_its_rows(
+        tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "t.csv"
+    rows = [f'{i},"a\nb ""{i}""\r\n\n",x' if i % 3 else f"{i},plain,y" for i in range(300)]
+    path.write_text("id,text,z\n" + "\n".join(rows) + "\n\n")
+    dataset = TabularDataset.from_delimited_files(str(path))
+    size = path.stat().st_size
+    pieces = [TablePiece(str(path), "csv", start, min(start + cut, size))
+              for start in range(0, size, cut)]
+
+    counts = [count_rows_estimate(p, dataset.options) for p in pieces]
+
+    assert len(pd.read_csv(path)) == 300
+    assert sum(counts) == 300

@@ -184,3 +184,18 @@ def test_workers_share_the_cores_among_their_arrow_threads(runner, monkeypatch, 
     assert result.success, result.reason
     counts = {p.read_text() for p in runner.marks_named("threads-")}
     assert counts == {str(expected(len(os.sched_getaffinity(0))))}
+
+
+def test_failed_items_of_a_split_csv_with_quoted_line_breaks_are_its_rows(runner):
+    # The planner looks for quoted line breaks only in a file's first 256 KB: here they come
+    # later, so the file is split; pieces cut inside a quoted field fail to read, the others
+    # run and fail. Either way every row counts as one failed item, never a line.
+    runner.inputs.mkdir()
+    plain = "".join(f"{i},plain text of row {i}\n" for i in range(12_000))
+    quoted = "".join(f'{i},"two\nlines ""{i}"""\n' for i in range(12_000, 18_000))
+    (runner.inputs / "t.csv").write_text("id,text\n" + plain + quoted)
+    result = runner.run(runner.script("def run(mini_batch):\n    raise ValueError('no')\n"),
+                        inputs=[TabularDataset.from_delimited_files(str(runner.inputs))],
+                        mini_batch_size="32KB", run_max_try=1, process_count_per_node=2)
+    assert result.mini_batch_count > 10
+    assert result.totals.failed_items == 18_000

@@ -1,7 +1,7 @@
 """allow_reuse: an index of finished runs under the output root, keyed by what decides a result.
 
 The key is the engine's plan fingerprint (inputs' names, sizes and modification times or
-etags; the entry script and its folder; the arguments; the settings that shape results) joined
+etags; the entry script and its folder's manifest (source.py); the arguments; the settings that shape results) joined
 with the whole rendered configuration. A reducer that succeeds records its run; a planner
 that finds the same key, with that run's output still in place, reuses it.
 
@@ -35,10 +35,12 @@ class ReuseFacts:
     config: dict[str, Any]
     arguments: list[str]
     script: str  # hash of the entry script and its folder
+    source: dict[str, Any] | None = None  # the folder's manifest (Job.source_record)
 
     @classmethod
     def of(cls, job: Job) -> ReuseFacts:
-        return cls(job.config.to_dict(), job.fingerprinted_arguments(), job.script_fingerprint())
+        return cls(job.config.to_dict(), job.fingerprinted_arguments(), job.script_fingerprint(),
+                   job.source_record())
 
 
 def reuse_key(job_plan: JobPlan, config: ParallelRunConfig) -> str:
@@ -89,6 +91,12 @@ class ReuseIndex:
         else:
             miss = self._explain(dag_id, step, facts)
         return Decision(False, f"reuse: MISS: {miss}; running the step")
+
+    def last_source(self, dag_id: str, step: str) -> dict[str, Any] | None:
+        """The script folder's manifest of the step's latest finished run (for Job.offer_source:
+        files its script wrote into its folder since do not make a miss)."""
+        last = self.location.read_json(self._step_rel(dag_id, step))
+        return None if last is None else last["facts"].get("source")
 
     def _explain(self, dag_id: str, step: str, facts: ReuseFacts) -> str:
         last = self.location.read_json(self._step_rel(dag_id, step))

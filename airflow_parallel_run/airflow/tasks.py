@@ -98,6 +98,9 @@ class ParallelRunPlanner(_StepTask):
         output = step.output or default_output(ti.dag_id, step.name, ti.run_id)
         try:
             job = step.job(settings, output)
+            if step.allow_reuse:
+                index = ReuseIndex(output_root(), step.output_options())
+                job.offer_source(index.last_source(ti.dag_id, step.name))
             job_plan = job.plan()
         except ParallelRunError as exc:
             raise _failed(step, exc) from None

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ast
 import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import ParallelRunConfig, parse_size
 from ..errors import ConfigError, EntryScriptError
+from ..storage import is_remote_url, local_path
 
 
 @dataclass
@@ -96,3 +98,34 @@ def check_inputs(config: ParallelRunConfig, inputs: Sequence[Any]) -> None:
             raise ConfigError(
                 f"mini_batch_size = {config.mini_batch_size!r}: for a tabular input it is a size "
                 f"in bytes (at least {MIN_TABLE_BYTES}), not a count of rows; write e.g. '1MB'")
+
+
+def check_output_outside_inputs(output: str, inputs: Sequence[Any]) -> None:
+    """An output folder in an input folder (or the same) would be read as input by this run
+    or the next: refused. A pattern's folder is its part before the first wildcard."""
+    out = _comparable(output)
+    for dataset in inputs:
+        for spec in getattr(dataset, "paths", []):
+            folder = _comparable(input_folder(spec))
+            if out == folder or out.startswith(folder.rstrip("/") + "/"):
+                raise ConfigError(f"output {output!r} is input {spec!r} or inside it: its "
+                                  "files would become input; choose an output folder outside "
+                                  "the input")
+
+
+def input_folder(spec: str) -> str:
+    """The folder a pattern starts from (``in/**/*.csv`` -> ``in``); a path as it is."""
+    parts = spec.split("/")
+    for number, part in enumerate(parts):
+        if any(ch in part for ch in "*?["):
+            return "/".join(parts[:number]) or "/"
+    return spec
+
+
+def _comparable(url: str) -> str:
+    """A location as one spelling: a local path resolved (``..``, links, a trailing slash),
+    a URL normalised the same way without touching the store."""
+    if is_remote_url(url):
+        scheme, _, path = url.partition("://")
+        return f"{scheme}://{posixpath.normpath('/' + path)}"
+    return os.path.realpath(os.path.expanduser(local_path(url)))

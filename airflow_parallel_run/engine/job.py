@@ -26,9 +26,15 @@ from ..logs import JOB_REPORT, JOB_RESULT, USER_ERROR_SUMMARY
 from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
 from ..reduce import JobResult, reduce_job, write_job_result
 from ..results import RESULTS_DIR, MiniBatchRecord
+from ..source import Manifest, job_manifest, manifest_hash, manifest_record, store_manifest
 from ..storage import STATE_DIR, is_remote_url, local_path, open_location
 from ..thresholds import Totals, clear_counts
-from .checks import check_inputs, resolve_entry_script
+from .checks import (
+    check_inputs,
+    check_output_outside_inputs,
+    input_folder,
+    resolve_entry_script,
+)
 from .local_run import LocalRun, Progress
 from .node import Node, NodeResult, NodeSpec
 
@@ -106,6 +112,9 @@ class Job:
         for side in self.side_inputs:
             side.check()
         check_inputs(self.config, self.inputs)
+        check_output_outside_inputs(output, self.inputs)
+        self._manifest: Manifest | None = None
+        self._offered_manifest: dict[str, Any] | None = None
         names = [d.name for d in self.inputs]
         if len(set(names)) != len(names):
             raise ConfigError(f"inputs: names must differ, got {names}")
@@ -119,9 +128,30 @@ class Job:
 
     def script_fingerprint(self) -> str:
         """A hash of the entry script and its folder alone (no settings, no arguments)."""
-        source = self.config.source_directory and self.script.working_dir
         return script_fingerprint(ParallelRunConfig(entry_script=self.config.entry_script),
-                                  self.script.path, source, [], self.location.display())
+                                  self.script.path, manifest_hash(self.source_manifest()), [])
+
+    def source_manifest(self) -> Manifest:
+        """The files of the script's folder that are part of the job (see source.py); the
+        same all through this process, so that plan and reuse agree."""
+        if self._manifest is None:
+            left_out = [input_folder(spec) for dataset in self.inputs
+                        for spec in getattr(dataset, "paths", []) if not is_remote_url(spec)]
+            if not self.location.is_remote:
+                left_out.append(self.location.display())
+            self._manifest = job_manifest(self.location, self.script.working_dir,
+                                          [local_path(path) for path in left_out],
+                                          self._offered_manifest)
+        return self._manifest
+
+    def source_record(self) -> dict[str, Any]:
+        """The script's folder and its manifest, for :meth:`offer_source` in a later job."""
+        return manifest_record(self.script.working_dir, self.source_manifest())
+
+    def offer_source(self, record: dict[str, Any] | None) -> None:
+        """An earlier run's :meth:`source_record`: taken as this job's while its files are as
+        they were, so that files the script made since do not make the folder another one."""
+        self._offered_manifest = record
 
     # -- the steps ------------------------------------------------------------------------------
 
@@ -136,12 +166,13 @@ class Job:
             # node ran mini-batches as they were planned): they belong to no plan, and must not
             # pass for this run's results.
             location.remove(RESULTS_DIR)
-        base = script_fingerprint(config, self.script.path,
-                                  config.source_directory and self.script.working_dir,
-                                  self.fingerprinted_arguments(), location.display())
+        manifest = self.source_manifest()
+        base = script_fingerprint(config, self.script.path, manifest_hash(manifest),
+                                  self.fingerprinted_arguments())
         summary = plan_job(self.inputs, config, location, base, note=self._note,
                            stats=self.stat_inputs, on_batch=on_batch)
         resumed = adopt_plan(location, summary)
+        store_manifest(location, self.script.working_dir, manifest)
         clear_counts(location)
         node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
         self._note(

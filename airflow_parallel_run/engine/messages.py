@@ -18,7 +18,7 @@ class RunMiniBatch:
     items: list[str]  # local file paths
     try_number: int
     piece: dict[str, Any] | None = None  # a table's rows to read (inputs.tabular.TablePiece)
-    versions: bool = False  # record when it finished: its local input files are checked on resume
+    versions: bool = False  # record when run() started: its local input files are checked on resume
 
 
 @dataclass(slots=True)

@@ -1,17 +1,26 @@
 """What earlier runs of a node's shard finished, so that a run again does only the rest.
 
 A mini-batch counts as done when its record says OK, unless one of its local input files
-changed after it ran (records made with versions carry ``finished_at``): then it runs again.
+changed after its run() started (records made with versions carry ``started_at``): then it
+runs again. A symbolic link counts as changed when it, or any link on the way to the file
+(a linked folder too), is newer than that: a link pointed at another (older) file is another
+input.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 
 from ..plan import iter_plan
 from ..results import OK, MiniBatchRecord, read_records
 from ..storage import OutputLocation
+
+# A file's times come from the kernel's coarse clock, which may lag the clock run()'s start
+# was read from by a tick (1-10 ms): a change this close after the start still counts.
+CLOCK_SLACK = 0.02
+_MAX_LINKS = 40  # as many links as the kernel follows before it calls it a loop
 
 
 def finished_earlier(location: OutputLocation, indices: range, node_index: int,
@@ -29,18 +38,47 @@ def finished_earlier(location: OutputLocation, indices: range, node_index: int,
 
 def _changed_inputs(location: OutputLocation, indices: range,
                     done: dict[int, MiniBatchRecord]) -> list[int]:
-    """Finished mini-batches whose input files changed since they ran: they run again."""
-    if not any(r.finished_at is not None for r in done.values()):
+    """Finished mini-batches whose input files changed since their run() started."""
+    if not any(r.started_at is not None for r in done.values()):
         return []
     changed = []
+    folders: dict[str, float] = {}
     for batch in iter_plan(location, indices):
         record = done.get(batch.index)
-        if record is None or record.finished_at is None:
+        if record is None or record.started_at is None:
             continue
-        try:  # ctime too: a file copied in with an old mtime (cp -p, rsync) is new here
-            latest = max(max(st.st_mtime, st.st_ctime) for st in map(os.stat, batch.items))
+        try:
+            latest = max(max(last_change(path), links_to_folder(os.path.dirname(path), folders))
+                         for path in batch.items)
         except OSError:  # gone: its results stay, as the plan still names it
             continue
-        if latest > record.finished_at:
+        if latest > record.started_at - CLOCK_SLACK:
             changed.append(batch.index)
     return changed
+
+
+def last_change(path: str) -> float:
+    """The latest modification or status change of the file and of every symbolic link on
+    the way to it. ctime too: a file copied in with an old mtime (cp -p, rsync) is new here."""
+    latest = 0.0
+    for _ in range(_MAX_LINKS):
+        st = os.lstat(path)
+        latest = max(latest, st.st_mtime, st.st_ctime)
+        if not stat.S_ISLNK(st.st_mode):
+            return latest
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    raise OSError(f"{path}: too many levels of symbolic links")
+
+
+def links_to_folder(folder: str, known: dict[str, float]) -> float:
+    """The latest change of a symbolic link among ``folder`` and the folders above it (an
+    input folder that is a link pointed elsewhere holds other files); ``known`` caches it."""
+    if folder in known:
+        return known[folder]
+    parent = os.path.dirname(folder)
+    latest = 0.0 if parent == folder else links_to_folder(parent, known)
+    st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode):
+        latest = max(latest, st.st_mtime, st.st_ctime)
+    known[folder] = latest
+    return latest

@@ -230,6 +230,7 @@ class Worker:
                                            total=self._failed_table_size(task)))
             return
         total = len(mini_batch)
+        started_at = time.time()  # a file changed from now on may not be what run() read
         started = time.perf_counter()
         try:
             if total == 0 and task.piece is not None:  # a piece that owns no row: nothing to run
@@ -257,7 +258,7 @@ class Worker:
                        f"{task.index}; all are written out")
         record = MiniBatchRecord(task.index, OK, total, succeeded, total - succeeded,
                                  task.try_number, header,
-                                 time.time() if task.versions else None)
+                                 started_at if task.versions else None)
         written = self.records.write(record, payload)
         self.conn.send(MiniBatchDone(task.index, total, succeeded, total - succeeded,
                                      run_seconds, warning, written))

@@ -10,6 +10,7 @@ import bisect
 import functools
 import glob
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -70,20 +71,29 @@ def _items(prefix: str, names: list[str], stats: bool) -> list[Any]:
     try:
         for name in names:
             try:
-                st = os.stat(name, dir_fd=folder_fd)
+                size, mtime = _size_and_time(name, folder_fd)
             except FileNotFoundError:  # removed while we listed: not an input any more
                 continue
-            items.append(InputItem(prefix + name, st.st_size, st.st_mtime))
+            items.append(InputItem(prefix + name, size, mtime))
     finally:
         os.close(folder_fd)
     return items
 
 
+def _size_and_time(path: str, dir_fd: int | None = None) -> tuple[int, float]:
+    """The file's size and modification time; for a symbolic link, the later of its target's
+    time and its own: a link pointed at another file (even an older one) is a changed input."""
+    st = os.lstat(path, dir_fd=dir_fd)
+    if not stat.S_ISLNK(st.st_mode):
+        return st.st_size, st.st_mtime
+    target = os.stat(path, dir_fd=dir_fd)
+    return target.st_size, max(target.st_mtime, st.st_mtime)
+
+
 def _one(path: str, stats: bool = True) -> list[Any]:
     if not stats:
         return [path]
-    st = os.stat(path)
-    return [InputItem(path, st.st_size, st.st_mtime)]
+    return [InputItem(path, *_size_and_time(path))]
 
 
 def _list_local(spec: str, stats: bool = True) -> Iterator[list[InputItem]]:

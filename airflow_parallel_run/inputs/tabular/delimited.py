@@ -10,7 +10,9 @@ wrong rows.
 
 from __future__ import annotations
 
+import bisect
 import csv
+import re
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
@@ -162,6 +164,23 @@ class CsvFormat(LineFormat):
     def _header_lines(self, piece: TablePiece, options: dict[str, Any]) -> int:
         return 1 if options.get("header", True) and piece.start == 0 else 0
 
+    def count_rows(self, piece: TablePiece, options: dict[str, Any],
+                   storage_options: dict[str, Any]) -> int:
+        """The rows that start in the piece, as the reader would find them: a line break
+        inside a quoted field is part of its row, and an empty line is no row."""
+        quote = options.get("quotechar")
+        encoding = options.get("encoding", "utf-8")
+        if not quote or encoding.startswith(("utf-16", "utf-32")):
+            return super().count_rows(piece, options, storage_options)
+        mark = quote.encode(encoding)
+        with open_file(piece.path, storage_options) as handle:
+            if piece.whole:  # decompressed when it is compressed
+                data, inside = owned_span(handle, piece)[0].bytes(), False
+            else:
+                data, inside = _bytes_from_row_before(piece, handle, mark)
+        rows = _row_starts(data, inside, mark, first=piece.start == 0)
+        return max(rows - self._header_lines(piece, options), 0)
+
     def column_names(self, path: str, options: dict[str, Any],
                      storage_options: dict[str, Any]) -> list[str] | None:
         """The names in the file's first line (numbered ``f0``, ``f1``, ... without a header)."""
@@ -202,6 +221,52 @@ def has_quoted_line_break(data: bytes, quote: bytes) -> bool:
     """
     inside = data.split(quote)[1::2]
     return any(b"\n" in part or b"\r" in part for part in inside)
+
+
+# Where earlier counts of a file's pieces ended, and whether that was inside quotes, so that
+# counting its pieces in order reads the file once: (path, size) -> sorted [(offset, inside)].
+_QUOTE_STATES: dict[tuple[str, int], list[tuple[int, bool]]] = {}
+_ROW_START = re.compile(rb"\n[^\r\n]")  # a line break that starts a row that is not empty
+
+
+def _bytes_from_row_before(piece: TablePiece, handle: TrackedFile,
+                           quote: bytes) -> tuple[bytes, bool]:
+    """The file's bytes from the one before the piece's start to its end, and whether that
+    first byte is inside a quoted field (from the quotes before it: each quote toggles)."""
+    size = handle.seek(0, 2)
+    key = (piece.path, size)
+    known = _QUOTE_STATES.setdefault(key, [(0, False)])
+    begin = max(piece.start - 1, 0)
+    offset, inside = known[bisect.bisect_right(known, (begin, True)) - 1]
+    handle.seek(offset)
+    while offset < begin:
+        chunk = handle.read(min(8 << 20, begin - offset))
+        if not chunk:
+            break
+        inside ^= chunk.count(quote) % 2 == 1
+        offset += len(chunk)
+    end = size if piece.end is None else min(piece.end, size)
+    data = handle.read(max(end - begin, 0))
+    if len(_QUOTE_STATES) > 64:  # a long-lived process sees many files
+        _QUOTE_STATES.clear()
+    state = (begin + len(data), inside ^ (data.count(quote) % 2 == 1))
+    if state not in known:
+        bisect.insort(known, state)
+    return data, inside
+
+
+def _row_starts(data: bytes, inside: bool, quote: bytes, first: bool) -> int:
+    """Rows that start within ``data``: after a line break outside quotes (``inside``: data
+    begins in a quoted field), not at its very end, and at its start when ``first``."""
+    rows = 1 if first and data[:1] not in (b"", b"\n", b"\r") else 0
+    parts = data.split(quote)
+    for number, part in enumerate(parts):
+        if (number % 2 == 1) != inside:  # inside quotes: a line break there is data
+            continue
+        rows += len(_ROW_START.findall(part))
+        if part.endswith(b"\n") and number < len(parts) - 1:  # a quote starts the next row
+            rows += 1
+    return rows
 
 
 def _check_quotes(piece: TablePiece, data: bytes | Span, quote: bytes) -> None:

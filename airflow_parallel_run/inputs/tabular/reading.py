@@ -33,8 +33,9 @@ def count_rows_estimate(piece: TablePiece, options: dict[str, Any],
                         storage_options: dict[str, Any] | None = None) -> int:
     """How many rows a piece holds, for counting failed items when :func:`read_piece` fails.
 
-    Parquet: from the footer. CSV and JSON lines: the line breaks in the piece's bytes (a
-    quoted line break or a blank line counts one too many). 0 when the file cannot be read.
+    Parquet: from the footer. CSV: the rows that start in the piece (a quoted line break is
+    part of its row). JSON lines: the line breaks in the piece's bytes (a blank line counts
+    one too many). 0 when the file cannot be read.
     """
     if piece.rows is not None:
         return piece.rows
