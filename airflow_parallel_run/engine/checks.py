@@ -96,3 +96,17 @@ def check_inputs(config: ParallelRunConfig, inputs: Sequence[Any]) -> None:
             raise ConfigError(
                 f"mini_batch_size = {config.mini_batch_size!r}: for a tabular input it is a size "
                 f"in bytes (at least {MIN_TABLE_BYTES}), not a count of rows; write e.g. '1MB'")
+
+
+PROCESSES_PER_CPU = 16  # more workers than this per CPU only thrash the node
+
+
+def check_node_machine(config: ParallelRunConfig) -> None:
+    """Settings that cannot make sense on this machine, refused before a worker starts (the
+    config itself may have been made on another machine, with other CPUs)."""
+    cpus = len(os.sched_getaffinity(0))
+    limit = PROCESSES_PER_CPU * cpus
+    if config.process_count_per_node > limit:
+        raise ConfigError(
+            f"process_count_per_node = {config.process_count_per_node}: must be at most "
+            f"{PROCESSES_PER_CPU} x the node's CPUs = {limit} ({cpus} CPUs here)")

@@ -28,7 +28,7 @@ from ..reduce import JobResult, reduce_job, write_job_result
 from ..results import RESULTS_DIR, MiniBatchRecord
 from ..storage import STATE_DIR, is_remote_url, local_path, open_location
 from ..thresholds import Totals, clear_counts
-from .checks import check_inputs, resolve_entry_script
+from .checks import check_inputs, check_node_machine, resolve_entry_script
 from .local_run import LocalRun, Progress
 from .node import Node, NodeResult, NodeSpec
 
@@ -266,6 +266,7 @@ def run_job(
     """
     job = Job(config, inputs, output, arguments, side_inputs, output_storage_options, secrets,
               stat_inputs)
+    check_node_machine(job.config)  # every node runs here
     job.location.makedirs()  # a clear error (an output that is a file) before anything starts
     run = LocalRun(job)
     try:

@@ -49,6 +49,7 @@ from ..plan import JobPlan, iter_plan
 from ..results import OK, MiniBatchRecord
 from ..storage import OutputLocation
 from ..thresholds import Totals
+from .checks import check_node_machine
 from .feed import PlanFeed
 from .messages import (
     InitFailed,
@@ -144,6 +145,7 @@ class Node:
         self.stop_reason: str | None = None
         self.aborted = False
         self.started_early = False
+        check_node_machine(self.config)
         self.ppn = int(self.config.process_count_per_node)
         self.pool = WorkerPool(
             [logs.process_name(spec.node_index, self.ppn, i) for i in range(self.ppn)],
@@ -155,6 +157,7 @@ class Node:
         self.cache_dir = ""  # made once the node has work, removed when it ends
         self.cache: NodeCache | None = None
         self._wakeup = _WakeUp()
+        self._feed: PlanFeed | None = None
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -164,10 +167,11 @@ class Node:
         self._wakeup.wake()
 
     def start_early(self) -> None:
-        """Start the workers (and their init()) while the plan is still being made; a later
-        :meth:`assign` gives the node its share. Only for a local output that holds no job
-        yet: planning then clears nothing the workers have opened."""
-        self._start_workers(self.ppn)
+        """Start a worker (and its init()) while the plan is still being made, the others as
+        mini-batches come (:meth:`stream`); a later :meth:`assign` gives the node its share.
+        Only for a local output that holds no job yet: planning then clears nothing the
+        workers have opened."""
+        self._start_workers(1)
         self.started_early = True
 
     def stream(self, feed: PlanFeed, on_record: Listener | None) -> None:
@@ -175,6 +179,7 @@ class Node:
         early (a fresh output, so nothing to resume) that owns every mini-batch of the job.
         :meth:`assign` follows once the plan is complete; :meth:`run` may start before."""
         self.queue.read_feed(feed)
+        self._feed = feed
         self.outcomes.on_record = on_record
         feed.wake_through(self._wakeup.writer)
 
@@ -272,9 +277,17 @@ class Node:
                 self._dispatch(slot)
             if slot.state == BUSY and slot.queued is None:
                 self._send_ahead(slot)
-            elif slot.state == GONE and (self.queue.has_work() or self.queue.waiting_for_plan()):
+            elif slot.state == GONE and self._wants_another_worker():
                 if self.pool.may_start():
                     self._start(slot)
+
+    def _wants_another_worker(self) -> bool:
+        """Work waits, and fewer workers are alive than mini-batches known to the node."""
+        if not (self.queue.has_work() or self.queue.waiting_for_plan()):
+            return False
+        known = (self._feed.count if self._feed is not None and not self._feed.closed
+                 else len(self.indices))
+        return len(self.pool.slots) - self.pool.count(GONE) < known
 
     def _dispatch(self, slot: Slot) -> None:
         task = self.queue.next()
@@ -378,6 +391,12 @@ class Node:
                                   "the stack of run() when it was stopped follows, if it could be taken:")
             self._try_lost(slot, self.pool.timed_out(slot), "timeout", error, logged=True)
         else:  # shutdown() overstayed, or a stop was not heeded
+            if slot.state == SlotState.STOPPING and slot.process is not None:
+                text = (f"{slot.name}: shutdown() did not return within "
+                        f"{self.pool.elapsed(slot):.0f} s; its worker pid={slot.process.pid} "
+                        "was killed")
+                self.logs.master(text)
+                self.logs.warning(slot.name, text)
             self.pool.kill(slot)
 
     def _on_exit(self, slot: Slot) -> None:

@@ -1,0 +1,196 @@
+"""Nothing escapes a job: bounded workers, every process a run() starts ended, memory
+bounded, interruptions that end cleanly. Real ``parallel-run`` processes, checked with psutil.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+CLI = [sys.executable, "-m", "airflow_parallel_run"]
+
+
+class Command:
+    """``parallel-run`` over files in ``tmp_path`` with its own TMPDIR, and a tag in its
+    environment that every process of the job inherits: how the tests find them all."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.inputs = tmp_path / "in"
+        self.output = tmp_path / "out"
+        self.marks = tmp_path / "marks"
+        self.tmpdir = tmp_path / "tmp"
+        for folder in (self.inputs, self.marks, self.tmpdir):
+            folder.mkdir()
+        self.tag = f"job-{uuid.uuid4().hex}"
+
+    def files(self, count: int) -> None:
+        for i in range(count):
+            (self.inputs / f"f{i:04d}.txt").write_text(f"item {i}\n")
+
+    def script(self, body: str) -> Path:
+        path = self.tmp / "score.py"
+        path.write_text(textwrap.dedent(body).replace("MARKS", repr(str(self.marks))))
+        return path
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, TMPDIR=str(self.tmpdir), TEST_JOB_TAG=self.tag)
+        env.pop("PYTHONWARNINGS", None)
+        return env
+
+    def args(self, script: Path, *options: object) -> list[str]:
+        return [*CLI, str(script), "--input", str(self.inputs), "--output", str(self.output),
+                "--quiet", *map(str, options)]
+
+    def run(self, script: Path, *options: object, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(self.args(script, *options), capture_output=True, text=True,
+                              env=self.env(), timeout=timeout)
+
+    def start(self, script: Path, *options: object, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(self.args(script, *options), text=True, env=self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process of the job (zombies are dead), found by the tag."""
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if (proc.status() != psutil.STATUS_ZOMBIE
+                        and proc.environ().get("TEST_JOB_TAG") == self.tag):
+                    found.append(proc)
+            except psutil.Error:
+                pass
+        return found
+
+    def assert_nothing_left(self) -> None:
+        left = self.processes()
+        assert not left, f"processes of the job left: {[(p.pid, p.cmdline()) for p in left]}"
+        assert not os.listdir(self.tmpdir), f"temp folders left: {os.listdir(self.tmpdir)}"
+
+    def marks_named(self, prefix: str) -> list[Path]:
+        return sorted(p for p in self.marks.iterdir() if p.name.startswith(prefix))
+
+
+@pytest.fixture
+def command(tmp_path: Path):
+    cmd = Command(tmp_path)
+    yield cmd
+    for proc in cmd.processes():  # a failed test leaves nothing running either
+        proc.kill()
+
+
+INIT_MARKS = """
+import os
+
+def init():
+    open(os.path.join(MARKS, f"init-{os.getpid()}"), "w").close()
+
+def run(mini_batch):
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+# -- bounded workers -----------------------------------------------------------------------------
+
+def test_many_nodes_on_one_mini_batch_start_one_worker(command):
+    command.files(1)
+    proc = command.run(command.script(INIT_MARKS), "--node-count", 50)
+    assert proc.returncode == 0, proc.stderr
+    assert len(command.marks_named("init-")) == 1
+    command.assert_nothing_left()
+
+
+def test_many_processes_on_one_mini_batch_start_one_worker(command):
+    command.files(1)
+    proc = command.run(command.script(INIT_MARKS), "--process-count-per-node", 8)
+    assert proc.returncode == 0, proc.stderr
+    assert len(command.marks_named("init-")) == 1
+
+
+def test_more_processes_than_the_node_can_hold_are_refused_with_the_rule(command):
+    command.files(1)
+    proc = command.run(command.script(INIT_MARKS), "--process-count-per-node", 100000)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    cpus = len(os.sched_getaffinity(0))
+    assert (f"process_count_per_node = 100000: must be at most 16 x the node's CPUs = "
+            f"{16 * cpus}") in proc.stderr
+    assert not command.marks_named("init-")
+
+
+# -- interruptions ---------------------------------------------------------------------------------
+
+SLOW_RUN = """
+import os, time
+
+def run(mini_batch):
+    open(os.path.join(MARKS, f"run-{os.getpid()}-{time.monotonic()}"), "w").close()
+    time.sleep(0.5)
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def wait_for(condition, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_stops_the_job_with_a_summary_a_job_result_and_no_temp_folder(command):
+    import signal
+
+    command.files(20)
+    proc = command.start(command.script(SLOW_RUN), "--mini-batch-size", 1)
+    wait_for(lambda: command.marks_named("run-"))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert "FAILED" in out and "interrupted" in out
+    assert (command.output / "logs" / "job_result.txt").is_file()
+    command.assert_nothing_left()
+
+
+def test_output_piped_into_a_reader_that_is_gone_ends_quietly(command):
+    command.files(3)
+    proc = command.start(command.script(INIT_MARKS))
+    proc.stdout.close()  # as `| head -0` does
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert (command.output / "parallel_run_step.txt").is_file()
+
+
+def test_a_shutdown_that_hangs_is_killed_and_logged(tmp_path, monkeypatch):
+    from airflow_parallel_run import FileDataset, ParallelRunConfig, run_job
+    from airflow_parallel_run.engine import node
+
+    monkeypatch.setattr(node, "SHUTDOWN_GRACE", 1.0)
+    command = Command(tmp_path)
+    command.files(1)
+    script = command.script("""
+    import time
+
+    def run(mini_batch):
+        return mini_batch
+
+    def shutdown():
+        time.sleep(10_000)
+    """)
+    result = run_job(ParallelRunConfig(entry_script=str(script)),
+                     [FileDataset.from_files(str(command.inputs))], str(command.output))
+    assert result.success
+    logs = command.output / "logs" / "sys"
+    expected = "shutdown() did not return within 1 s; its worker pid="
+    assert expected in (logs / "master_role.txt").read_text()
+    assert any(expected in p.read_text() for p in (logs / "node").rglob("*.txt"))
