@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logging-level", choices=LOGGING_LEVELS)
     p.add_argument("--partition-keys", help="comma-separated column names (tabular)")
     p.add_argument("--resource-monitor-interval")
+    p.add_argument("--worker-memory-limit", type=int, metavar="MB",
+                   help="address space per worker process, in MB (default: no limit)")
     p.add_argument("--source-directory")
     p.add_argument("--environment-variable", action="append", default=[], metavar="NAME=VALUE",
                    dest="environment_variables")

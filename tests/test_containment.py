@@ -194,3 +194,33 @@ def test_a_shutdown_that_hangs_is_killed_and_logged(tmp_path, monkeypatch):
     expected = "shutdown() did not return within 1 s; its worker pid="
     assert expected in (logs / "master_role.txt").read_text()
     assert any(expected in p.read_text() for p in (logs / "node").rglob("*.txt"))
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+def test_a_run_past_the_memory_limit_fails_its_try_and_the_node_goes_on(command):
+    command.files(2)
+    script = command.script("""
+    import os
+
+    def run(mini_batch):
+        if mini_batch[0].endswith("f0000.txt"):
+            hog = []
+            while True:
+                hog.append(bytearray(10 * 1024 * 1024))
+        return [os.path.basename(p) for p in mini_batch]
+    """)
+    proc = command.run(script, "--worker-memory-limit", 200, "--mini-batch-size", 1,
+                       "--run-max-try", 2)
+    assert "Traceback" not in proc.stderr
+    errors = (command.output / "logs" / "user" / "error.txt").read_text()
+    assert "memory limit of 200 MB exceeded (MemoryError" in errors
+    assert (command.output / "parallel_run_step.txt").read_text() == "f0001.txt\n"
+    assert "1 failed" in proc.stdout or "failed: 1" in proc.stdout, proc.stdout
+
+
+def test_a_memory_limit_too_small_for_a_worker_is_refused_with_the_rule(command):
+    command.files(1)
+    proc = command.run(command.script(INIT_MARKS), "--worker-memory-limit", 10)
+    assert proc.returncode == 2
+    assert "worker_memory_limit = 10: must be None or a whole number of MB >= 64" in proc.stderr

@@ -79,6 +79,7 @@ def write_worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, worke
         tables={name: {"options": d.options, "storage_options": d.storage_options}
                 for name, d in spec.datasets.items() if d.kind == "tabular"},
         arrow_threads=arrow_threads(config.environment_variables, workers),
+        memory_limit=config.worker_memory_limit,
     )
     path = os.path.join(cache_dir, "worker_spec.json")
     with open(path, "w", encoding="utf-8") as handle:
