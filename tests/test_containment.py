@@ -69,10 +69,13 @@ class Command:
                 pass
         return found
 
-    def assert_nothing_left(self) -> None:
+    def assert_nothing_left(self, temp_folders: bool = True) -> None:
+        """No process of the job; no temp folder (unless a node was killed -9: its folder is
+        not ours to judge here)."""
         left = self.processes()
         assert not left, f"processes of the job left: {[(p.pid, p.cmdline()) for p in left]}"
-        assert not os.listdir(self.tmpdir), f"temp folders left: {os.listdir(self.tmpdir)}"
+        if temp_folders:
+            assert not os.listdir(self.tmpdir), f"temp folders left: {os.listdir(self.tmpdir)}"
 
     def marks_named(self, prefix: str) -> list[Path]:
         return sorted(p for p in self.marks.iterdir() if p.name.startswith(prefix))
@@ -224,3 +227,106 @@ def test_a_memory_limit_too_small_for_a_worker_is_refused_with_the_rule(command)
     proc = command.run(command.script(INIT_MARKS), "--worker-memory-limit", 10)
     assert proc.returncode == 2
     assert "worker_memory_limit = 10: must be None or a whole number of MB >= 64" in proc.stderr
+
+
+# -- every process a run() started ends ------------------------------------------------------------
+
+DAEMONS = """
+import os, subprocess, sys, time
+
+def _written(path, pid):
+    with open(path + ".tmp", "w") as handle:
+        handle.write(str(pid))
+    os.rename(path + ".tmp", path)
+
+def double_fork_daemon(path):
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        grandchild = os.fork()
+        if grandchild == 0:
+            os.execvp("sleep", ["sleep", "120"])
+        _written(path, grandchild)
+        os._exit(0)
+    os.waitpid(middle, 0)
+
+def setsid_daemon(path):
+    subprocess.run(["setsid", "sh", "-c", f"sleep 120 & echo $! > {path}.tmp; mv {path}.tmp {path}"])
+    while not os.path.exists(path):
+        time.sleep(0.01)
+
+def alive(path):
+    pid = int(open(path).read())
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+"""
+
+
+def daemon_pids(command: Command) -> list[int]:
+    return [int(p.read_text()) for p in command.marks_named("daemon-") if not p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("kind", ["setsid", "double_fork"])
+def test_daemons_of_a_run_that_timed_out_end_before_its_retry(command, kind):
+    command.files(1)
+    script = command.script(DAEMONS + f"""
+def run(mini_batch):
+    path = os.path.join(MARKS, "daemon-1")
+    if not os.path.exists(path):
+        {kind}_daemon(path)
+        time.sleep(10_000)
+    return ["alive" if alive(path) else "gone"]
+""")
+    proc = command.run(script, "--run-invocation-timeout", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert (command.output / "parallel_run_step.txt").read_text() == "gone\n"
+    command.assert_nothing_left()
+
+
+@pytest.mark.parametrize("kind", ["setsid", "double_fork"])
+def test_daemons_of_a_run_end_with_the_job(command, kind):
+    command.files(2)
+    script = command.script(DAEMONS + f"""
+def run(mini_batch):
+    {kind}_daemon(os.path.join(MARKS, f"daemon-{{os.path.basename(mini_batch[0])}}"))
+    return mini_batch
+""")
+    proc = command.run(script, "--mini-batch-size", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert len(daemon_pids(command)) == 2
+    command.assert_nothing_left()
+
+
+def test_daemons_left_by_a_killed_command_are_ended_by_the_next_run(command):
+    import json
+    import signal
+
+    command.files(1)
+    script = command.script(DAEMONS + """
+def run(mini_batch):
+    path = os.path.join(MARKS, "daemon-1")
+    if not os.path.exists(path):
+        double_fork_daemon(path)
+        time.sleep(10_000)
+    return mini_batch
+""")
+    proc = command.start(script)
+    record = command.output / ".parallel_run" / "processes" / "node-0.json"
+
+    def recorded() -> bool:
+        try:
+            return bool(daemon_pids(command)) and daemon_pids(command)[0] in [
+                pid for pid, _ in json.loads(record.read_text())["processes"]]
+        except (OSError, ValueError):
+            return False
+
+    wait_for(recorded)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert psutil.pid_exists(daemon_pids(command)[0])  # the kill left it running
+    again = command.run(script)
+    assert again.returncode == 0, again.stderr
+    command.assert_nothing_left(temp_folders=False)

@@ -63,6 +63,7 @@ from .node_logs import NodeLogs
 from .outcomes import Listener, Outcomes
 from .pool import CLOSED, Killed, Slot, SlotState, Woken, WorkerPool
 from .processes import WorkerProcess
+from .reaper import end_leftovers
 from .resume import finished_earlier
 from .work_queue import Task, WorkQueue
 
@@ -200,6 +201,8 @@ class Node:
             if self.cache is not None:
                 self.cache.stop_monitor()
             self.pool.kill_all()
+            if self.cache is not None:
+                self.cache.tracker.end_all()
             self.logs.close()
             self.outcomes.close()
             if self.cache_dir:
@@ -222,6 +225,7 @@ class Node:
 
     def _start_workers(self, count: int) -> None:
         """The node's cache (the workers' spec, the resource monitor...), then the workers."""
+        end_leftovers(self.location, self.spec.node_index)  # of a run of this node killed -9
         self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{self.spec.node_index}-")
         self.cache = NodeCache(self.spec, self.cache_dir, self.logs,
                                [slot.name for slot in self.pool.slots], self.pool.pids)
@@ -254,6 +258,7 @@ class Node:
             woken = self.pool.wait(self.pool.next_deadline_in(POLL), [self._wakeup.reader])
             self._handle_messages(woken)
             self._handle_exits_and_deadlines(woken.ended)
+            self._cache.tracker.sample()
 
     def _check_thresholds(self) -> None:
         if self.stop_reason is None:
