@@ -330,3 +330,94 @@ def run(mini_batch):
     again = command.run(script)
     assert again.returncode == 0, again.stderr
     command.assert_nothing_left(temp_folders=False)
+
+
+# -- chaos -------------------------------------------------------------------------------------------
+
+CALLS = """
+import os, time
+
+def run(mini_batch):
+    name = os.path.basename(mini_batch[0])
+    fd = os.open(os.path.join(MARKS, "calls"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{os.getpid()} {name}\\n".encode())
+    os.close(fd)
+    time.sleep(0.005)
+    return [name]
+"""
+
+
+class Killer:
+    """SIGKILLs a random worker that is running mini-batches every 0.5 s; keeps count of the
+    mini-batches each kill may have hit (the last one its worker started)."""
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+        self.hits: dict[str, int] = {}
+        self.kills = 0
+
+    def calls(self) -> list[tuple[int, str]]:
+        path = self.command.marks / "calls"
+        text = path.read_text() if path.exists() else ""
+        return [(int(pid), name) for pid, name in
+                (line.split() for line in text.splitlines() if line.count(" ") == 1)]
+
+    def hit(self, pids: set[int]) -> None:
+        """``pids`` are dead: the last mini-batch each started may not have finished."""
+        last = {pid: name for pid, name in self.calls() if pid in pids}
+        for name in last.values():
+            self.hits[name] = self.hits.get(name, 0) + 1
+
+    def kill_one(self, proc: subprocess.Popen) -> None:
+        import random
+
+        working = {pid for pid, _ in self.calls()}
+        live = [p for p in self.command.processes() if p.pid in working]
+        if not live:
+            return
+        victim = random.choice(live)
+        victim.kill()
+        psutil.wait_procs([victim], timeout=5)
+        self.kills += 1
+        self.hit({victim.pid})
+
+    def until_done(self, proc: subprocess.Popen, deadline: float, kill_command_at: int | None) -> None:
+        import time
+
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "the chaos test ran out of time"
+            time.sleep(0.5)
+            if kill_command_at is not None and len(self.calls()) >= kill_command_at:
+                proc.kill()
+                proc.wait()
+                wait_for(lambda: not self.command.processes())  # the workers die with it
+                self.hit({pid for pid, _ in self.calls()})
+                return
+            self.kill_one(proc)
+
+
+@pytest.mark.slow
+def test_chaos_kills_lose_nothing_repeat_nothing_and_leave_nothing(command):
+    import collections
+    import time
+
+    deadline = time.monotonic() + 120
+    command.files(2000)
+    script = command.script(CALLS)
+    options = ("--mini-batch-size", 1, "--process-count-per-node", 2)
+    killer = Killer(command)
+    first = command.start(script, *options)
+    killer.until_done(first, deadline, kill_command_at=600)
+    assert first.returncode == -9, "the command ended before it was killed"
+    resumed = command.start(script, *options)
+    killer.until_done(resumed, deadline, kill_command_at=None)
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    assert killer.kills >= 5
+    expected = [f"f{i:04d}.txt" for i in range(2000)]
+    assert (command.output / "parallel_run_step.txt").read_text().splitlines() == expected
+    calls = collections.Counter(name for _, name in killer.calls())
+    too_many = {name: (n, killer.hits.get(name, 0)) for name, n in calls.items()
+                if n > 3 + killer.hits.get(name, 0)}
+    assert not too_many, too_many
+    command.assert_nothing_left(temp_folders=False)

@@ -158,7 +158,6 @@ class Node:
         self.cache_dir = ""  # made once the node has work, removed when it ends
         self.cache: NodeCache | None = None
         self._wakeup = _WakeUp()
-        self._feed: PlanFeed | None = None
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -168,10 +167,9 @@ class Node:
         self._wakeup.wake()
 
     def start_early(self) -> None:
-        """Start a worker (and its init()) while the plan is still being made, the others as
-        mini-batches come (:meth:`stream`); a later :meth:`assign` gives the node its share.
-        Only for a local output that holds no job yet: planning then clears nothing the
-        workers have opened."""
+        """Start a worker (and its init()) while the plan is made, others as mini-batches come
+        (:meth:`stream`); :meth:`assign` gives the node its share later. Only for a local output
+        that holds no job yet: planning then clears nothing the workers have opened."""
         self._start_workers(1)
         self.started_early = True
 
@@ -180,7 +178,6 @@ class Node:
         early (a fresh output, so nothing to resume) that owns every mini-batch of the job.
         :meth:`assign` follows once the plan is complete; :meth:`run` may start before."""
         self.queue.read_feed(feed)
-        self._feed = feed
         self.outcomes.on_record = on_record
         feed.wake_through(self._wakeup.writer)
 
@@ -198,11 +195,9 @@ class Node:
             return NodeResult(self.spec.node_index, self.outcomes.totals, self.stop_reason,
                               self.aborted)
         finally:
-            if self.cache is not None:
-                self.cache.stop_monitor()
             self.pool.kill_all()
             if self.cache is not None:
-                self.cache.tracker.end_all()
+                self.cache.close()
             self.logs.close()
             self.outcomes.close()
             if self.cache_dir:
@@ -282,17 +277,9 @@ class Node:
                 self._dispatch(slot)
             if slot.state == BUSY and slot.queued is None:
                 self._send_ahead(slot)
-            elif slot.state == GONE and self._wants_another_worker():
-                if self.pool.may_start():
-                    self._start(slot)
-
-    def _wants_another_worker(self) -> bool:
-        """Work waits, and fewer workers are alive than mini-batches known to the node."""
-        if not (self.queue.has_work() or self.queue.waiting_for_plan()):
-            return False
-        known = (self._feed.count if self._feed is not None and not self._feed.closed
-                 else len(self.indices))
-        return len(self.pool.slots) - self.pool.count(GONE) < known
+            elif (slot.state == GONE and (self.queue.has_work() or self.queue.waiting_for_plan())
+                  and self.pool.may_start(self.queue.known(len(self.indices)))):
+                self._start(slot)
 
     def _dispatch(self, slot: Slot) -> None:
         task = self.queue.next()
@@ -397,11 +384,7 @@ class Node:
             self._try_lost(slot, self.pool.timed_out(slot), "timeout", error, logged=True)
         else:  # shutdown() overstayed, or a stop was not heeded
             if slot.state == SlotState.STOPPING and slot.process is not None:
-                text = (f"{slot.name}: shutdown() did not return within "
-                        f"{self.pool.elapsed(slot):.0f} s; its worker pid={slot.process.pid} "
-                        "was killed")
-                self.logs.master(text)
-                self.logs.warning(slot.name, text)
+                self.logs.shutdown_killed(slot.name, self.pool.elapsed(slot), slot.process.pid)
             self.pool.kill(slot)
 
     def _on_exit(self, slot: Slot) -> None:

@@ -40,8 +40,10 @@ class NodeCache:
             redact=node_logs.masker.mask if node_logs.masker else None)
         self.monitor.start()
 
-    def stop_monitor(self) -> None:
+    def close(self) -> None:
+        """Once the workers are killed: the monitor stops, what they started ends."""
         self.monitor.stop()
+        self.tracker.end_all()
 
 
 class WorkerLauncher:
