@@ -421,3 +421,18 @@ def test_chaos_kills_lose_nothing_repeat_nothing_and_leave_nothing(command):
                 if n > 3 + killer.hits.get(name, 0)}
     assert not too_many, too_many
     command.assert_nothing_left(temp_folders=False)
+
+
+def test_a_node_refuses_more_processes_than_its_cpus_allow_before_any_starts(command):
+    from airflow_parallel_run import FileDataset, ParallelRunConfig
+    from airflow_parallel_run.engine.job import Job
+    from airflow_parallel_run.errors import ConfigError
+
+    command.files(1)
+    config = ParallelRunConfig(entry_script=str(command.script(INIT_MARKS)),
+                               process_count_per_node=100000)
+    job = Job(config, [FileDataset.from_files(str(command.inputs))], str(command.output))
+    job_plan = job.plan()  # the planner may run on another machine: it does not check
+    with pytest.raises(ConfigError, match="process_count_per_node = 100000: must be at most 16 x"):
+        job.run_node(job_plan, 0)
+    assert not command.marks_named("init-")
