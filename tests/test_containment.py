@@ -334,14 +334,14 @@ def run(mini_batch):
 
 # -- chaos -------------------------------------------------------------------------------------------
 
-CALLS = """
-import os, time
-
+CALLS = DAEMONS + """
 def run(mini_batch):
     name = os.path.basename(mini_batch[0])
     fd = os.open(os.path.join(MARKS, "calls"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     os.write(fd, f"{os.getpid()} {name}\\n".encode())
     os.close(fd)
+    if name in ("f0100.txt", "f0300.txt", "f0500.txt", "f1500.txt"):  # daemons to be ended too
+        double_fork_daemon(os.path.join(MARKS, f"daemon-{name}-{time.monotonic()}"))
     time.sleep(0.005)
     return [name]
 """
@@ -381,6 +381,11 @@ class Killer:
         self.kills += 1
         self.hit({victim.pid})
 
+    def command_killed(self) -> None:
+        working = {pid for pid, _ in self.calls()}
+        wait_for(lambda: not [p for p in self.command.processes() if p.pid in working])
+        self.hit(working)  # the workers died with it
+
     def until_done(self, proc: subprocess.Popen, deadline: float, kill_command_at: int | None) -> None:
         import time
 
@@ -390,8 +395,7 @@ class Killer:
             if kill_command_at is not None and len(self.calls()) >= kill_command_at:
                 proc.kill()
                 proc.wait()
-                wait_for(lambda: not self.command.processes())  # the workers die with it
-                self.hit({pid for pid, _ in self.calls()})
+                self.command_killed()
                 return
             self.kill_one(proc)
 
@@ -407,7 +411,7 @@ def test_chaos_kills_lose_nothing_repeat_nothing_and_leave_nothing(command):
     options = ("--mini-batch-size", 1, "--process-count-per-node", 2)
     killer = Killer(command)
     first = command.start(script, *options)
-    killer.until_done(first, deadline, kill_command_at=600)
+    killer.until_done(first, deadline, kill_command_at=1000)
     assert first.returncode == -9, "the command ended before it was killed"
     resumed = command.start(script, *options)
     killer.until_done(resumed, deadline, kill_command_at=None)
@@ -420,6 +424,7 @@ def test_chaos_kills_lose_nothing_repeat_nothing_and_leave_nothing(command):
     too_many = {name: (n, killer.hits.get(name, 0)) for name, n in calls.items()
                 if n > 3 + killer.hits.get(name, 0)}
     assert not too_many, too_many
+    assert len(daemon_pids(command)) >= 4
     command.assert_nothing_left(temp_folders=False)
 
 
