@@ -441,3 +441,25 @@ def test_a_node_refuses_more_processes_than_its_cpus_allow_before_any_starts(com
     with pytest.raises(ConfigError, match="process_count_per_node = 100000: must be at most 16 x"):
         job.run_node(job_plan, 0)
     assert not command.marks_named("init-")
+
+
+def test_leftovers_recorded_by_a_node_still_alive_are_not_ended(tmp_path):
+    import socket
+
+    from airflow_parallel_run.engine.reaper import end_leftovers, record_path
+    from airflow_parallel_run.storage import LocalLocation
+
+    location = LocalLocation(str(tmp_path))
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        created = psutil.Process(sleeper.pid).create_time()
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        for owner, ended in ([os.getpid(), psutil.Process().create_time()], 0), ([gone.pid, 1.0], 1):
+            location.write_json(record_path(0), {"host": socket.gethostname(), "owner": owner,
+                                                 "processes": [[sleeper.pid, created]]})
+            assert end_leftovers(location) == ended
+            assert (sleeper.poll() is None) == (ended == 0)  # running while its node lives
+    finally:
+        sleeper.kill()
+        sleeper.wait()

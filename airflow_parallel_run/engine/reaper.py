@@ -12,7 +12,8 @@ it, and its parent's exit hands it to the machine's init. So:
   worker when the worker is killed or replaced, and all of them when the node ends;
 - what it saw is recorded (pid and start time, never a name) in the job's state folder, so
   that after a SIGKILL of the whole node the next run of the job ends what is left: only
-  processes of this host whose pid *and* start time both match.
+  processes of this host whose pid *and* start time both match, once the node that recorded
+  them is gone (a concurrent run's live processes are not a dead run's leftovers).
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ class ProcessTracker:
             return
         self.location.write_json(self.rel, {
             "host": socket.gethostname(),
+            "owner": [os.getpid(), psutil.Process().create_time()],
             "processes": sorted([pid, created] for pid, created in current)})
         self._recorded = current
 
@@ -179,14 +181,16 @@ def _process(known: Known, zombie: bool = False) -> Any:
 
 def end_leftovers(location: OutputLocation, node_index: int | None = None) -> int:
     """End what a dead earlier run of the job left (of node ``node_index``, or of every node):
-    only processes of this host, not this one, whose pid and start time match the record.
+    only processes of this host, not this one, whose pid and start time match the record, and
+    only when the node that recorded them is gone (a record of a live node is left alone).
     The number ended."""
     rels = ([record_path(node_index)] if node_index is not None
             else [f"{PROCESSES_DIR}/{name}" for name in location.listdir(PROCESSES_DIR)])
     ended = []
     for rel in rels:
         record = location.read_json(rel)
-        if not record or record.get("host") != socket.gethostname():
+        if (not record or record.get("host") != socket.gethostname()
+                or _process(tuple(record.get("owner", (0, 0.0)))) is not None):
             continue
         for pid, created in record.get("processes", []):
             proc = _process((pid, created)) if pid != os.getpid() else None
