@@ -165,6 +165,13 @@ def say(text: str, stream: Any, end: str = "\n") -> None:
         os.close(devnull)
 
 
+def _handle_signals(handler: Any) -> Any:
+    """``handler`` for SIGTERM and SIGINT (or a dict of one per signal); the previous ones."""
+    signals = (signal.SIGTERM, signal.SIGINT)
+    handlers = handler if isinstance(handler, dict) else dict.fromkeys(signals, handler)
+    return {sig: signal.signal(sig, handlers[sig]) for sig in signals}
+
+
 def _on_signal(stop: threading.Event) -> Callable[[int, Any], None]:
     """SIGTERM or Ctrl-C (SIGINT): the job stops as it does at a threshold, and reports; a
     second Ctrl-C stops it at once, without a report."""
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     display = None if ns.quiet else ProgressDisplay()
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, _on_signal(stop)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = _handle_signals(_on_signal(stop))
     try:
         config = config_from_args(ns)
         inputs = [make_dataset(ns.input_type, path,
@@ -206,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         say("\nparallel-run: interrupted; run the same command again to resume", sys.stderr)
         return 1
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _handle_signals(previous)
         if display is not None:
             display.stop()
     for note in result.notes:
