@@ -82,9 +82,9 @@ class ProcessTracker:
         if not force and now - self._sampled_at < SAMPLE_INTERVAL:
             return
         self._sampled_at = now
-        with contextlib.suppress(psutil.Error):
-            for proc in psutil.Process().children(recursive=True):
-                self._look_at(proc)
+        for pid in _descendants(os.getpid()):
+            with contextlib.suppress(psutil.Error):
+                self._look_at(psutil.Process(pid))
         self._reap()
         self._record()
 
@@ -165,6 +165,39 @@ class ProcessTracker:
             "owner": [os.getpid(), psutil.Process().create_time()],
             "processes": sorted([pid, created] for pid, created in current)})
         self._recorded = current
+
+
+def _descendants(root: int) -> list[int]:
+    """The pids under ``root``, read from its tree alone (``/proc/PID/task/TID/children``):
+    psutil's way reads every process of the machine, some 20 ms a time on a busy one."""
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                    children = [int(child) for child in handle.read().split()]
+            except FileNotFoundError:
+                if pid == root and not os.path.exists(f"/proc/{pid}/task/{tid}/children"):
+                    return _descendants_by_psutil(root)  # a kernel without that file
+                continue
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def _descendants_by_psutil(root: int) -> list[int]:
+    try:
+        return [proc.pid for proc in psutil.Process(root).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def _process(known: Known, zombie: bool = False) -> Any:
