@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import logs
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logging-level", choices=LOGGING_LEVELS)
     p.add_argument("--partition-keys", help="comma-separated column names (tabular)")
     p.add_argument("--resource-monitor-interval")
+    p.add_argument("--worker-memory-limit", type=int, metavar="MB",
+                   help="address space per worker process, in MB (default: no limit)")
     p.add_argument("--source-directory")
     p.add_argument("--environment-variable", action="append", default=[], metavar="NAME=VALUE",
                    dest="environment_variables")
@@ -111,8 +114,8 @@ class ProgressDisplay:
 
     def start(self, job_plan: JobPlan, progress: Progress) -> None:
         note = " (resuming: finished mini-batches are kept)" if job_plan.resumed else ""
-        print(f"parallel-run: {logs.count(job_plan.item_count)} items in {job_plan.mini_batch_count} "
-              f"mini-batches on {job_plan.node_count} node(s){note}", file=self.stream, flush=True)
+        say(f"parallel-run: {logs.count(job_plan.item_count)} items in {job_plan.mini_batch_count} "
+            f"mini-batches on {job_plan.node_count} node(s){note}", self.stream)
         self.progress = progress
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -136,16 +139,45 @@ class ProgressDisplay:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             if self.tty:
-                print(f"\r\033[K{self.line()}", end="", file=self.stream, flush=True)
+                say(f"\r\033[K{self.line()}", self.stream, end="")
             else:
-                print(f"progress: {self.line()}", file=self.stream, flush=True)
+                say(f"progress: {self.line()}", self.stream)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             if self.tty:
-                print(f"\r\033[K{self.line()}", file=self.stream, flush=True)
+                say(f"\r\033[K{self.line()}", self.stream)
+
+
+def say(text: str, stream: Any, end: str = "\n") -> None:
+    """Print to a stream whose reader may be gone (``parallel-run ... | head``): the job goes
+    on, and what it prints after that goes nowhere, quietly."""
+    try:
+        print(text, end=end, file=stream, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())  # also quiets Python's own flush at exit
+        os.close(devnull)
+
+
+def _handle_signals(handler: Any) -> Any:
+    """``handler`` for SIGTERM and SIGINT (or a dict of one per signal); the previous ones."""
+    signals = (signal.SIGTERM, signal.SIGINT)
+    handlers = handler if isinstance(handler, dict) else dict.fromkeys(signals, handler)
+    return {sig: signal.signal(sig, handlers[sig]) for sig in signals}
+
+
+def _on_signal(stop: threading.Event) -> Callable[[int, Any], None]:
+    """SIGTERM or Ctrl-C (SIGINT): the job stops as it does at a threshold, and reports; a
+    second Ctrl-C stops it at once, without a report."""
+    def handler(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     display = None if ns.quiet else ProgressDisplay()
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = _handle_signals(_on_signal(stop))
     try:
         config = config_from_args(ns)
         inputs = [make_dataset(ns.input_type, path,
@@ -172,20 +204,20 @@ def main(argv: list[str] | None = None) -> int:
                          on_plan=display.start if display else None, stop_event=stop,
                          stat_inputs=False)
     except ParallelRunError as exc:
-        print(f"parallel-run: error: {exc}", file=sys.stderr)
+        say(f"parallel-run: error: {exc}", sys.stderr)
         return 2
     except StoreUnavailable as exc:  # not bad usage: the job ran, and did not finish
         print(f"parallel-run: error: {exc}; run the same command again to resume",
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nparallel-run: interrupted; run the same command again to resume", file=sys.stderr)
+        say("\nparallel-run: interrupted; run the same command again to resume", sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _handle_signals(previous)
         if display is not None:
             display.stop()
     for note in result.notes:
-        print(f"parallel-run: {note}", file=sys.stderr)
-    print(result.summary())
+        say(f"parallel-run: {note}", sys.stderr)
+    say(result.summary(), sys.stdout)
     return 0 if result.success else 1

@@ -140,6 +140,17 @@ def _int_at_least(minimum: int) -> Check:
     return check
 
 
+def _optional_megabytes(minimum: int) -> Check:
+    def check(name: str, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{name} = {value!r}: must be None or a whole number of MB >= {minimum}")
+        return value
+
+    return check
+
+
 def _percent(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
         raise ConfigError(f"{name} = {value!r}: must be a number between 0 and 100")
@@ -283,6 +294,8 @@ RULES: dict[str, FieldRule] = {
     "partition_keys": FieldRule(_column_names),
     "environment_variables": FieldRule(_environment),
     "resource_monitor_interval": FieldRule(_seconds(allow_zero=True), _number_text),
+    # a Python worker alone takes some 20 MB of address space
+    "worker_memory_limit": FieldRule(_optional_megabytes(64), _int_text),
 }
 
 TEMPLATABLE_FIELDS = tuple(name for name, rule in RULES.items() if rule.templatable)
@@ -339,6 +352,7 @@ class ParallelRunConfig:
     partition_keys: tuple[str, ...] | None = None
     environment_variables: dict[str, str] = field(default_factory=dict)
     resource_monitor_interval: float = 600
+    worker_memory_limit: int | None = None  # MB of address space per worker (RLIMIT_AS)
 
     def __post_init__(self) -> None:
         for name, rule in RULES.items():

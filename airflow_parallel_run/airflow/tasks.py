@@ -210,8 +210,11 @@ class ParallelRunNode(_StepTask):
         if ti.try_number > 1:
             self.log.info("try %d: mini-batches that already have a result are not run again",
                           ti.try_number)
-        result = job.run_node(job_plan, shard.node_index, on_record=progress,
-                              on_tick=progress.tick, abort=self._abort)
+        try:  # settings this machine cannot run (more processes than its CPUs allow)
+            result = job.run_node(job_plan, shard.node_index, on_record=progress,
+                                  on_tick=progress.tick, abort=self._abort)
+        except ParallelRunError as exc:
+            raise _failed(self.step, exc) from None
         progress.write()
         ti.xcom_push(NODE_RESULT_KEY, result.to_dict())
         if result.stop_reason:

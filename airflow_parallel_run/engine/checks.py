@@ -129,3 +129,17 @@ def _comparable(url: str) -> str:
         scheme, _, path = url.partition("://")
         return f"{scheme}://{posixpath.normpath('/' + path)}"
     return os.path.realpath(os.path.expanduser(local_path(url)))
+
+
+PROCESSES_PER_CPU = 16  # more workers than this per CPU only thrash the node
+
+
+def check_node_machine(config: ParallelRunConfig) -> None:
+    """Settings that cannot make sense on this machine, refused before a worker starts (the
+    config itself may have been made on another machine, with other CPUs)."""
+    cpus = len(os.sched_getaffinity(0))
+    limit = PROCESSES_PER_CPU * cpus
+    if config.process_count_per_node > limit:
+        raise ConfigError(
+            f"process_count_per_node = {config.process_count_per_node}: must be at most "
+            f"{PROCESSES_PER_CPU} x the node's CPUs = {limit} ({cpus} CPUs here)")

@@ -38,12 +38,14 @@ class PlanFeed:
         self._closed = False
         self._waiting = False  # the node found the feed empty: the next put() wakes it
         self._wake_fd: int | None = None
+        self.count = 0  # mini-batches put so far
 
     def wake_through(self, fd: int) -> None:
         """The write end of the node's wake-up pipe (non-blocking)."""
         self._wake_fd = fd
 
     def put(self, batch: MiniBatch) -> None:
+        self.count += 1
         if self._spilled_from is None and len(self._batches) >= self._limit:
             self._spilled_from = batch.index
         if self._spilled_from is not None:  # read from the plan once it is complete

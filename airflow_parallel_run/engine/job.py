@@ -31,12 +31,14 @@ from ..storage import STATE_DIR, is_remote_url, local_path, open_location
 from ..thresholds import Totals, clear_counts
 from .checks import (
     check_inputs,
+    check_node_machine,
     check_output_outside_inputs,
     input_folder,
     resolve_entry_script,
 )
 from .local_run import LocalRun, Progress
 from .node import Node, NodeResult, NodeSpec
+from .reaper import end_leftovers
 
 __all__ = [
     "JOB_REPORT", "JOB_RESULT", "STATE_DIR", "USER_ERROR_SUMMARY",
@@ -299,7 +301,9 @@ def run_job(
     """
     job = Job(config, inputs, output, arguments, side_inputs, output_storage_options, secrets,
               stat_inputs)
+    check_node_machine(job.config)  # every node runs here
     job.location.makedirs()  # a clear error (an output that is a file) before anything starts
+    end_leftovers(job.location)  # what a run of this job killed -9 left running
     run = LocalRun(job)
     try:
         job_plan = job.plan(run.on_batch)

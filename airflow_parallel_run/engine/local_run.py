@@ -97,16 +97,16 @@ class LocalRun:
         self.threads: list[threading.Thread] = []
         self.early: list[Node] = []
         self.store_down: StoreUnavailable | None = None  # a node's store stopped answering
-        if can_start_early(job):
-            # A fresh local output: the workers start (and import, and init()) while we plan.
-            self.early = [job.make_node(None, i) for i in range(int(job.config.node_count))]
-            for node in self.early:
-                node.start_early()
-        # One node owns every mini-batch: it runs them while the planner still lists the input.
-        self.feed = (PlanFeed() if len(self.early) == 1 and not job.location.listdir(RESULTS_DIR)
-                     else None)
-        if self.feed is not None:
+        self.feed: PlanFeed | None = None
+        # One node owns every mini-batch of a fresh local output: its workers start (and
+        # import, and init()) while we plan, and it runs mini-batches as they are listed.
+        # Several nodes wait for the plan: only then is it known how many have work.
+        if (int(job.config.node_count) == 1 and can_start_early(job)
+                and not job.location.listdir(RESULTS_DIR)):
+            self.feed = PlanFeed()
+            self.early = [job.make_node(None, 0)]
             self.early[0].stream(self.feed, self.progress)
+            self.early[0].start_early()
             self._start(self.early)
 
     @property

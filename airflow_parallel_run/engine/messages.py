@@ -92,6 +92,7 @@ class WorkerSpec:
     secrets: list[str] = field(default_factory=list)  # masked in every log
     # pyarrow's thread pool size when reading tables; 0 leaves pyarrow's default
     arrow_threads: int = 0
+    memory_limit: int | None = None  # MB of address space (worker_memory_limit)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -48,24 +48,19 @@ from ..errors import StoreUnavailable
 from ..inputs import SideInput
 from ..masking import Masker
 from ..plan import JobPlan, iter_plan
-from ..results import OK, MiniBatchRecord
 from ..storage import OutputLocation
 from ..thresholds import Totals
+from .checks import check_node_machine
 from .feed import PlanFeed
-from .messages import (
-    InitFailed,
-    MiniBatchDone,
-    MiniBatchFailed,
-    Ready,
-    Stopped,
-)
 from .node_cache import NodeCache
 from .node_logs import NodeLogs
 from .outcomes import Listener, Outcomes
-from .pool import CLOSED, Killed, Slot, SlotState, Woken, WorkerPool
+from .pool import CLOSED, Slot, SlotState, Woken, WorkerPool
 from .processes import WorkerProcess
+from .reaper import end_leftovers
 from .resume import finished_earlier
 from .work_queue import Task, WorkQueue
+from .worker_events import WorkerEvents
 
 SHUTDOWN_GRACE = 30.0  # seconds for shutdown() before the worker is killed
 STOP_GRACE = 5.0  # seconds an idle worker gets to exit once the node is stopping early
@@ -146,17 +141,19 @@ class Node:
         self.stop_reason: str | None = None
         self.aborted = False
         self.started_early = False
+        check_node_machine(self.config)
         self.ppn = int(self.config.process_count_per_node)
         self.pool = WorkerPool(
             [logs.process_name(spec.node_index, self.ppn, i) for i in range(self.ppn)],
             self._launch, self.config.effective_init_timeout,
             float(self.config.run_invocation_timeout), init_budget=3 * self.ppn)
-        self.queue = WorkQueue(int(self.config.run_max_try), self._stopping)
+        self.queue = WorkQueue(int(self.config.run_max_try), self.stopping)
         self.masker = Masker(spec.secrets)
         self.logs = NodeLogs(spec, self.masker)
         self.cache_dir = ""  # made once the node has work, removed when it ends
         self.cache: NodeCache | None = None
         self._wakeup = _WakeUp()
+        self.events = WorkerEvents(self)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -166,10 +163,10 @@ class Node:
         self._wakeup.wake()
 
     def start_early(self) -> None:
-        """Start the workers (and their init()) while the plan is still being made; a later
-        :meth:`assign` gives the node its share. Only for a local output that holds no job
-        yet: planning then clears nothing the workers have opened."""
-        self._start_workers(self.ppn)
+        """Start a worker (and its init()) while the plan is made, others as mini-batches come
+        (:meth:`stream`); :meth:`assign` gives the node its share later. Only for a local output
+        that holds no job yet: planning then clears nothing the workers have opened."""
+        self._start_workers(1)
         self.started_early = True
 
     def stream(self, feed: PlanFeed, on_record: Listener | None) -> None:
@@ -194,9 +191,9 @@ class Node:
             return NodeResult(self.spec.node_index, self.outcomes.totals, self.stop_reason,
                               self.aborted)
         finally:
-            if self.cache is not None:
-                self.cache.stop_monitor()
             self.pool.kill_all()
+            if self.cache is not None:
+                self.cache.close()
             # not to a store that stopped answering: that would wait for it again
             self.logs.close(publish=not isinstance(sys.exc_info()[1], StoreUnavailable))
             self.outcomes.close()
@@ -220,6 +217,7 @@ class Node:
 
     def _start_workers(self, count: int) -> None:
         """The node's cache (the workers' spec, the resource monitor...), then the workers."""
+        end_leftovers(self.location, self.spec.node_index)  # of a run of this node killed -9
         self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{self.spec.node_index}-")
         self.cache = NodeCache(self.spec, self.cache_dir, self.logs,
                                [slot.name for slot in self.pool.slots], self.pool.pids)
@@ -227,14 +225,14 @@ class Node:
             self._start(slot)
 
     def _launch(self, name: str) -> WorkerProcess:
-        return self._cache.launcher.launch(name)
+        return self.running_cache.launcher.launch(name)
 
     def _start(self, slot: Slot) -> None:
         process = self.pool.start(slot)
         self.logs.debug(slot.name, f"started worker pid={process.pid}")
 
     @property
-    def _cache(self) -> NodeCache:
+    def running_cache(self) -> NodeCache:
         assert self.cache is not None, "made by _start_workers() before any worker starts"
         return self.cache
 
@@ -243,7 +241,7 @@ class Node:
     def _loop(self) -> None:
         while True:
             self._check_thresholds()
-            if self._stopping():
+            if self.stopping():
                 self._stop_early()
             self._hand_out_work()
             if self.pool.all_gone() and not self.queue.waiting_for_plan():
@@ -252,12 +250,13 @@ class Node:
             woken = self.pool.wait(self.pool.next_deadline_in(POLL), [self._wakeup.reader])
             self._handle_messages(woken)
             self._handle_exits_and_deadlines(woken.ended)
+            self.running_cache.tracker.sample()
 
     def _check_thresholds(self) -> None:
         if self.stop_reason is None:
             self.stop_reason = self.outcomes.broken_threshold(self.config, self.logs.master)
 
-    def _stopping(self) -> bool:
+    def stopping(self) -> bool:
         return self.aborted or self.stop_reason is not None
 
     def _stop_early(self) -> None:
@@ -275,16 +274,16 @@ class Node:
                 self._dispatch(slot)
             if slot.state == BUSY and slot.queued is None:
                 self._send_ahead(slot)
-            elif slot.state == GONE and (self.queue.has_work() or self.queue.waiting_for_plan()):
-                if self.pool.may_start():
-                    self._start(slot)
+            elif (slot.state == GONE and (self.queue.has_work() or self.queue.waiting_for_plan())
+                  and self.pool.may_start(self.queue.known(len(self.indices)))):
+                self._start(slot)
 
     def _dispatch(self, slot: Slot) -> None:
         task = self.queue.next()
         if task is not None:
             self._send(slot, task)
         elif not self.queue.waiting_for_plan():  # else idle until the planner wakes the loop
-            self.pool.stop(slot, STOP_GRACE if self._stopping() else SHUTDOWN_GRACE)
+            self.pool.stop(slot, STOP_GRACE if self.stopping() else SHUTDOWN_GRACE)
 
     def _send_ahead(self, slot: Slot) -> None:
         """Give a busy worker its next mini-batch now, so it never waits for the node."""
@@ -294,11 +293,11 @@ class Node:
 
     def _send(self, slot: Slot, task: Task) -> None:
         try:
-            items = self._cache.staging.local_items(task)
+            items = self.running_cache.staging.local_items(task)
         except StoreUnavailable:
             raise  # down for longer than we wait: the job stops, and a later run resumes
         except Exception as exc:  # the store refused the files: this try fails, not the node
-            self._try_failed(slot.name, task, f"fetching the input files failed: "
+            self.events.try_failed(slot.name, task, f"fetching the input files failed: "
                              f"{type(exc).__name__}: {exc}", pid=None)
             return
         if not self.pool.send(slot, task, task.message(items)):  # it died: its exit is seen next
@@ -318,112 +317,15 @@ class Node:
         for slot in woken.readable:
             for message in self.pool.receive(slot):
                 if message is CLOSED:
-                    self._on_exit(slot)
+                    self.events.on_exit(slot)
                 else:
-                    self._on_message(slot, message)
+                    self.events.on_message(slot, message)
 
     def _handle_exits_and_deadlines(self, ended: set[str]) -> None:
         for slot in self.pool.slots:
             if slot.process is None:
                 continue
             if self.pool.has_exited(slot, ended):
-                self._on_exit(slot)
+                self.events.on_exit(slot)
             elif self.pool.overdue(slot):
-                self._on_deadline(slot)
-
-    # -- what workers say -----------------------------------------------------------------------
-
-    def _on_message(self, slot: Slot, message: Any) -> None:
-        if isinstance(message, Ready):
-            self.pool.ready(slot)
-        elif isinstance(message, MiniBatchDone):
-            self._on_done(slot, message)
-        elif isinstance(message, MiniBatchFailed):
-            self._on_failed(slot, message)
-        elif isinstance(message, InitFailed):
-            self._init_failed(slot, message.error)
-        elif isinstance(message, Stopped):
-            self.pool.kill(slot)
-
-    def _on_done(self, slot: Slot, message: MiniBatchDone) -> None:
-        task, process = slot.task, slot.process
-        assert task is not None and task.batch.index == message.index and process is not None
-        record = MiniBatchRecord(message.index, OK, message.total, message.succeeded,
-                                 message.failed, task.try_number)
-        if self.location.is_remote:  # the worker wrote it to staging: now it counts
-            self._cache.staging.upload_record(record.index, message.written)
-        self.logs.mini_batch_done(slot, process.pid, task, record, message)
-        self._cache.staging.release(task)
-        self.outcomes.finished(record)
-        self.pool.finished(slot)
-
-    def _on_failed(self, slot: Slot, message: MiniBatchFailed) -> None:
-        task, process = slot.task, slot.process
-        assert task is not None and task.batch.index == message.index and process is not None
-        self.logs.sys_line(slot, task, "failed", message.run_seconds, None)
-        self.pool.finished(slot)
-        if message.total is not None:
-            task.size = message.total
-        self._try_failed(slot.name, task, message.error, pid=process.pid, logged=True,
-                         retryable=message.retryable)
-
-    # -- what befalls workers -------------------------------------------------------------------
-
-    def _on_deadline(self, slot: Slot) -> None:
-        if slot.state == STARTING:
-            killed = self.pool.timed_out(slot)
-            self._init_lost(slot, killed, f"init() timed out after {self.config.effective_init_timeout:g} s "
-                            "(init_timeout); the worker was killed")
-        elif slot.state == BUSY:
-            task, process = slot.task, slot.process
-            assert task is not None and process is not None
-            error = (f"run() timed out after {self.config.run_invocation_timeout} s "
-                     "(run_invocation_timeout); the worker and its child processes were killed")
-            self.logs.error_event(slot.name, process.pid, task, error,
-                                  "the stack of run() when it was stopped follows, if it could be taken:")
-            self._try_lost(slot, self.pool.timed_out(slot), "timeout", error, logged=True)
-        else:  # shutdown() overstayed, or a stop was not heeded
-            self.pool.kill(slot)
-
-    def _on_exit(self, slot: Slot) -> None:
-        killed, how = self.pool.died(slot)
-        if killed.state == BUSY:
-            self._try_lost(slot, killed, "died", f"the worker process died during run() ({how})")
-        elif killed.state == STARTING:
-            self._init_lost(slot, killed, f"the worker process died before init() finished ({how}); "
-                            f"see {logs.user_stderr(self.spec.ip, slot.name)}")
-
-    def _try_lost(self, slot: Slot, killed: Killed, status: str, error: str,
-                  logged: bool = False) -> None:
-        """The worker that ran a try is gone: the try failed, the one sent ahead goes back."""
-        task, pid = killed.task, killed.process.pid
-        assert task is not None
-        self.logs.sys_line(slot, task, status, self.pool.elapsed(slot), None, pid=pid)
-        self.queue.put_back(killed.queued)
-        self._try_failed(slot.name, task, error, pid=pid, logged=logged)
-
-    def _init_lost(self, slot: Slot, killed: Killed, error: str) -> None:
-        self.logs.init_error(slot.name, killed.process.pid, error)
-        self._init_failed(slot, error)
-
-    def _init_failed(self, slot: Slot, error: str) -> None:
-        if self.pool.init_failed(slot) and self.stop_reason is None:
-            self.stop_reason = (f"init() failed {self.pool.init_failures} times (limit 3 x "
-                                f"process_count_per_node = {self.pool.init_budget}); last: {error}")
-
-    # -- outcomes -------------------------------------------------------------------------------
-
-    def _try_failed(self, process: str, task: Task, error: str, pid: int | None,
-                    logged: bool = False, details: str = "", retryable: bool = True) -> None:
-        """A try failed; ``logged`` when the worker already wrote the event with its traceback.
-
-        Not ``retryable`` (the input itself is bad): no more tries, the mini-batch fails now.
-        """
-        if not logged:
-            self.logs.error_event(process, pid, task, error, details)
-        if retryable and self.queue.retry(task):
-            return
-        if self._stopping():
-            return  # not recorded: a later run of the job tries it again
-        self._cache.staging.release(task)
-        self.outcomes.failed(task.batch.index, task.count_items(self.spec.datasets), task.try_number)
+                self.events.on_deadline(slot)

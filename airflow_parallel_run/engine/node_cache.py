@@ -16,6 +16,7 @@ from ..inputs import SideInput
 from ..storage import LocalLocation
 from .messages import WorkerSpec
 from .processes import WorkerProcess
+from .reaper import TAG, ProcessTracker
 from .staging import Staging
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ class NodeCache:
         self.dir = cache_dir
         work = node_logs.stage_in(self.dir, process_names)
         self.staging = Staging(self.dir, spec.datasets, work, spec.output, node_logs.master)
-        self.launcher = WorkerLauncher(spec, self.dir, work, len(process_names))
+        self.tracker = ProcessTracker(spec.output, spec.node_index)
+        self.launcher = WorkerLauncher(spec, self.dir, work, len(process_names), self.tracker)
         from ..monitor import ResourceMonitor
 
         self.monitor = ResourceMonitor(
@@ -38,28 +40,37 @@ class NodeCache:
             redact=node_logs.masker.mask if node_logs.masker else None)
         self.monitor.start()
 
-    def stop_monitor(self) -> None:
+    def close(self) -> None:
+        """Once the workers are killed: the monitor stops, what they started ends."""
         self.monitor.stop()
+        self.tracker.end_all()
 
 
 class WorkerLauncher:
     """The pool's process factory: workers share one spec file and one environment."""
 
-    def __init__(self, spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> None:
-        """``work`` holds the workers' output and logs; ``workers`` share the machine's cores."""
+    def __init__(self, spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int,
+                 tracker: ProcessTracker) -> None:
+        """``work`` holds the workers' output and logs; ``workers`` share the machine's cores;
+        ``tracker`` follows every process a worker starts."""
         self.spec = spec
+        self.tracker = tracker
         self.work = work
         self.spec_path = write_worker_spec(spec, cache_dir, work, workers)
         self.env = worker_env(spec.config.environment_variables)
 
     def launch(self, name: str) -> WorkerProcess:
         ip = self.spec.ip
-        return WorkerProcess(
+        tag = self.tracker.new_tag()
+        process = WorkerProcess(
             name, self.spec_path,
             str(self.work.path(logs.user_stdout(ip, name))),
             str(self.work.path(logs.user_stderr(ip, name))),
-            cwd=self.spec.working_dir, env=self.env,
+            cwd=self.spec.working_dir, env={**self.env, TAG: tag},
+            on_killed=self.tracker.end_worker,
         )
+        self.tracker.started(process.pid, tag)
+        return process
 
 
 def write_worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> str:
@@ -79,6 +90,7 @@ def write_worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, worke
         tables={name: {"options": d.options, "storage_options": d.storage_options}
                 for name, d in spec.datasets.items() if d.kind == "tabular"},
         arrow_threads=arrow_threads(config.environment_variables, workers),
+        memory_limit=config.worker_memory_limit,
     )
     path = os.path.join(cache_dir, "worker_spec.json")
     with open(path, "w", encoding="utf-8") as handle:

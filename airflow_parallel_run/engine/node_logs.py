@@ -72,6 +72,11 @@ class NodeLogs:
     def warning(self, process: str, text: str) -> None:
         self._append_log(logs.sys_node_log(self.spec.ip, process), logs.line(f"WARNING {text}"))
 
+    def shutdown_killed(self, process: str, seconds: float, pid: int) -> None:
+        text = f"{process}: shutdown() did not return within {seconds:.0f} s; its worker pid={pid} was killed"
+        self.master(text)
+        self.warning(process, text)
+
     def init_error(self, process: str, pid: int, error: str) -> None:
         self.error_event(process, pid, None, error)
 

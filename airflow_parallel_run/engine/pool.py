@@ -133,8 +133,11 @@ class WorkerPool:
     def elapsed(self, slot: Slot) -> float:
         return self.clock() - slot.since
 
-    def may_start(self) -> bool:
-        """Never more init() attempts than the budget allows, even with several in flight."""
+    def may_start(self, mini_batches: int | None = None) -> bool:
+        """Never more init() attempts than the budget allows, even with several in flight,
+        nor more workers than ``mini_batches`` to give out."""
+        if mini_batches is not None and len(self.slots) - self.count(SlotState.GONE) >= mini_batches:
+            return False
         return self.init_failures + self.count(SlotState.STARTING) < self.init_budget
 
     # -- transitions --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import psutil
@@ -21,8 +22,11 @@ class WorkerProcess:
     """One running worker: its process, its message connection and its pidfd."""
 
     def __init__(self, name: str, spec_path: str, stdout_path: str, stderr_path: str,
-                 cwd: str, env: dict[str, str]) -> None:
+                 cwd: str, env: dict[str, str],
+                 on_killed: Callable[[int], None] | None = None) -> None:
+        """``on_killed(pid)`` ends, once the worker is killed, what left its tree (reaper.py)."""
         self.name = name
+        self.on_killed = on_killed
         parent_sock, child_sock = socket.socketpair()
         child_fd = child_sock.fileno()
         os.makedirs(os.path.dirname(stdout_path), exist_ok=True)
@@ -95,6 +99,8 @@ class WorkerProcess:
             pass
         self.popen.wait()
         psutil.wait_procs(descendants, timeout=5)
+        if self.on_killed is not None:
+            self.on_killed(self.pid)
         self.close()
 
     def close(self) -> None:

@@ -97,6 +97,10 @@ class WorkQueue:
             self._plan_done = taken is None
         return self._peeked is not None
 
+    def known(self, planned: int) -> int:
+        """Mini-batches known so far: those fed while the planner feeds, else ``planned``."""
+        return self._feed.count if self._feed is not None and not self._feed.closed else planned
+
     def waiting_for_plan(self) -> bool:
         """The planner may still hand out mini-batches: idle workers wait instead of stopping."""
         return self._feed is not None and not self._plan_done and not self.stopping()

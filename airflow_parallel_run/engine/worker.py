@@ -143,8 +143,12 @@ class Worker:
     def _write_traceback(self, failed: str | RunMiniBatch) -> str:
         """Write the current exception, raised in ``failed`` ("init", "shutdown" or a try of a
         mini-batch), as this process's error event with its traceback; its one line back."""
-        exc_type, exc, _ = sys.exc_info()
+        exc_type, exc, tb = sys.exc_info()
         error = (f"{exc_type.__name__ if exc_type else 'Error'}: {exc}".splitlines() or ["Error"])[0]
+        if isinstance(exc, MemoryError) and self.spec.memory_limit is not None:
+            # What run() allocated is still held by its frames: free it to write the traceback.
+            traceback.clear_frames(tb)
+            error = f"memory limit of {self.spec.memory_limit} MB exceeded ({error})"
         error = self.masker.mask(error)
         where: dict[str, Any] = {"what": failed}
         if isinstance(failed, RunMiniBatch):
@@ -299,11 +303,22 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _limit_memory(megabytes: int | None) -> None:
+    """worker_memory_limit as RLIMIT_AS: the kernel refuses allocations past it at once, so
+    run() gets a MemoryError (its children inherit the limit) before the machine suffers."""
+    if megabytes is not None:
+        import resource
+
+        limit = megabytes * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def main(argv: list[str]) -> int:
     spec_path, name, fd, parent = argv[1], argv[2], int(argv[3]), int(argv[4])
     _die_with_parent(parent)
     with open(spec_path, encoding="utf-8") as handle:
         spec = WorkerSpec.from_json(handle.read())
+    _limit_memory(spec.memory_limit)
     conn = Connection(fd)
     os.set_inheritable(fd, False)
     # Line-buffered so the user's prints are in the log even when run() hangs and is killed.
