@@ -10,7 +10,7 @@ The data flow::
                               |                                            |    shutdown()
                    retry(), put_back()                                     |       |
                               |                                            |       v
-                           Node._on_* <-- Ready, MiniBatchDone, MiniBatchFailed, InitFailed,
+                      WorkerEvents <-- Ready, MiniBatchDone, MiniBatchFailed, InitFailed,
                               |           Stopped; an exit (pidfd); a deadline passed
                               v                                            |
                    Outcomes (counts shared with the other nodes,           |   records of the
