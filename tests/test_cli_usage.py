@@ -201,6 +201,8 @@ def test_entry_script_relative_to_source_directory(job):
         ("--append-row-file-name", "a/b.txt", ["append_row_file_name", "a/b.txt"]),
         ("--append-row-file-name", "..", ["append_row_file_name", ".."]),
         ("--append-row-separator", "", ["append_row_separator"]),
+        ("--append-row-separator", "\n", ["append_row_separator", "line break"]),
+        ("--append-row-separator", '"', ["append_row_separator", "double quote"]),
         ("--run-invocation-timeout", "0", ["run_invocation_timeout", "0", "> 0"]),
         ("--run-invocation-timeout", "-5", ["run_invocation_timeout", "-5", "> 0"]),
         ("--init-timeout", "0", ["init_timeout", "0", "> 0"]),
