@@ -81,6 +81,19 @@ class JobResult:
                       ("failed", t.failed_items)],
         }
 
+    def failure_lines(self) -> list[str]:
+        """What failed and where to read why; a warning when nothing succeeded. Empty when
+        nothing failed. (With the default thresholds a job whose every item failed succeeds:
+        its status alone would hide that.)"""
+        t = self.totals
+        if not (t.failed_items or t.failed_mini_batches):
+            return []
+        lines = [f"failed: {t.failed_items} items in {t.failed_mini_batches} mini-batches; "
+                 f"see {logs.USER_ERROR_SUMMARY} for why"]
+        if t.succeeded_items == 0:
+            lines.append("warning: every item failed, none succeeded")
+        return lines
+
     def summary(self) -> str:
         t = self.totals
         text = (f"{self.status}: {t.succeeded_items} items succeeded, {t.failed_items} failed; "
@@ -90,6 +103,8 @@ class JobResult:
             text += " (resumed an earlier run of the same job)"
         if self.reason:
             text += f"\nreason: {self.reason}"
+        for line in self.failure_lines():
+            text += f"\n{line}"
         if self.output_file:
             text += f"\noutput: {self.output_file}"
         else:
@@ -221,7 +236,7 @@ def write_error_summary(location: OutputLocation, errors: list[ErrorEvent]) -> l
 
 def write_job_result(location: OutputLocation, result: JobResult, error_pointer: str | None) -> None:
     """logs/job_result.txt for people, logs/job_result.json for programs (and the report)."""
-    lines = [result.status, f"reason: {result.reason or 'none'}"]
+    lines = [result.status, f"reason: {result.reason or 'none'}", *result.failure_lines()]
     lines += [f"{group}: " + ", ".join(f"{logs.count(n)} {label}" for label, n in counts)
               for group, counts in result.counts().items()]
     lines += [f"output: {result.output_file or 'none'}",

@@ -330,6 +330,7 @@ def test_successful_run_prints_a_summary(job):
     assert "0 failed" in out, out
     assert "mini-batches" in out, out
     assert "2 of 2" in out, out
+    assert "error.txt" not in out, out  # nothing failed: no pointer to errors
     result = job["out"] / "parallel_run_step.txt"
     assert str(result) in out, out
     assert result.read_text().split() == ["f0.txt", "f1.txt", "f2.txt"]
@@ -345,6 +346,33 @@ def test_failed_job_exits_1(job):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAILED" in proc.stdout
     assert "error_threshold" in proc.stdout + proc.stderr
+
+
+def test_a_job_whose_every_item_failed_warns_and_names_error_txt(job):
+    script = write(job["tmp"] / "fails.py", """
+        def run(mini_batch):
+            raise ValueError("no good")
+    """)
+    proc = parallel_run(script, "--input", job["in"], "--output", job["out"],
+                        "--run-max-try", "1", "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the default thresholds allow it
+    for text in (proc.stdout, (job["out"] / "logs/job_result.txt").read_text()):
+        assert "failed: 3 items in 1 mini-batches; see logs/user/error.txt" in text, text
+        assert "warning: every item failed" in text, text
+
+
+def test_a_job_with_some_failures_names_error_txt_without_the_warning(job):
+    script = write(job["tmp"] / "some.py", """
+        def run(mini_batch):
+            if any(p.endswith("f1.txt") for p in mini_batch):
+                raise ValueError("no good")
+            return mini_batch
+    """)
+    proc = parallel_run(script, "--input", job["in"], "--output", job["out"],
+                        "--run-max-try", "1", "--mini-batch-size", "1", "--quiet")
+    for text in (proc.stdout, (job["out"] / "logs/job_result.txt").read_text()):
+        assert "failed: 1 items in 1 mini-batches; see logs/user/error.txt" in text, text
+        assert "warning" not in text, text
 
 
 def test_console_script_works(job):
