@@ -207,7 +207,7 @@ def write_processed_mini_batches(location: OutputLocation, tries: list[TryEvent]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PROCESSED_COLUMNS)
     writer.writerows(t.csv_row() for t in tries)
-    location.write_atomic(PROCESSED_MINI_BATCHES, buffer.getvalue().encode())
+    location.write_atomic(PROCESSED_MINI_BATCHES, logs.encoded(buffer.getvalue()))
 
 
 def _first_item(location: OutputLocation, index: int | None) -> str | None:
@@ -230,7 +230,7 @@ def write_error_summary(location: OutputLocation, errors: list[ErrorEvent]) -> l
         item = _first_item(location, group.first.mini_batch)
         lines.append(group.describe() + (f"; first item: {item}" if item else ""))
     lines += ["", "every error, oldest first:", *(e.summary_line() for e in errors)]
-    location.write_atomic(logs.USER_ERROR_SUMMARY, ("\n".join(lines) + "\n").encode())
+    location.write_atomic(logs.USER_ERROR_SUMMARY, logs.encoded("\n".join(lines) + "\n"))
     return groups
 
 
@@ -245,5 +245,5 @@ def write_job_result(location: OutputLocation, result: JobResult, error_pointer:
         lines.append(f"see {logs.USER_ERROR_SUMMARY}: {error_pointer}")
     lines.append(f"report: {logs.JOB_REPORT}")
     location.write_json(logs.JOB_RESULT_JSON, result.to_dict())
-    location.write_atomic(logs.JOB_RESULT, ("\n".join(lines) + "\n").encode())
+    location.write_atomic(logs.JOB_RESULT, logs.encoded("\n".join(lines) + "\n"))
     location.append_text(logs.MASTER_ROLE, logs.line(f"job result: {lines[0]}; " + "; ".join(lines[1:])))

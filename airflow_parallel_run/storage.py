@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import InputError
+from .logs import encoded
 
 STATE_DIR = ".parallel_run"
 PLAN_CHUNK = 1000
@@ -243,7 +244,7 @@ class LocalLocation(OutputLocation):
             target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(target, flags, 0o644)
         try:
-            os.write(fd, text.encode("utf-8", "backslashreplace"))
+            os.write(fd, encoded(text))
         finally:
             os.close(fd)
 
@@ -342,7 +343,7 @@ class RemoteLocation(OutputLocation):
     def append_text(self, rel: str, text: str) -> None:
         """Read, add, write back: for files with one writer at a time (planner, reducer)."""
         old = self.read_bytes(rel) or b""
-        self.write_atomic(rel, old + text.encode("utf-8", "backslashreplace"))
+        self.write_atomic(rel, old + encoded(text))
 
     def local_temp(self, rel: str) -> str:
         import tempfile
