@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--environment-variable", action="append", default=[], metavar="NAME=VALUE",
                    dest="environment_variables")
     p.add_argument("--side-input", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--no-follow-outside", action="store_true",
+                   help="skip links that lead outside an input folder (files input)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -74,9 +76,9 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
-def make_dataset(input_type: str, path: str, name: str) -> Any:
+def make_dataset(input_type: str, path: str, name: str, follow_outside: bool = True) -> Any:
     if input_type == "files":
-        return FileDataset.from_files(path, name=name)
+        return FileDataset.from_files(path, name=name, follow_links_outside=follow_outside)
     from .inputs.tabular import TabularDataset
 
     return TabularDataset.from_format(input_type, path, name=name)
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(ns)
         inputs = [make_dataset(ns.input_type, path,
-                               f"input{i}" if len(ns.input) > 1 else "input")
+                               f"input{i}" if len(ns.input) > 1 else "input",
+                               not ns.no_follow_outside)
                   for i, path in enumerate(ns.input)]
         side_inputs = [SideInput(path, name=name)
                        for name, path in _pairs(ns.side_input, "--side-input").items()]

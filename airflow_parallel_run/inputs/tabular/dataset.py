@@ -136,9 +136,11 @@ class TabularDataset:
     def remote(self) -> bool:
         return any(is_remote(p) for p in self.paths)
 
-    def iter_items(self) -> Iterator[InputItem]:
-        """Every file, in input order, streamed (as :meth:`FileDataset.iter_items`)."""
-        return FileDataset(self.paths, storage_options=self.storage_options).iter_items()
+    def iter_items(self, note: Note | None = None) -> Iterator[InputItem]:
+        """Every file, in input order, streamed (as :meth:`FileDataset.iter_items`: what is
+        not a regular file is skipped, told to ``note``)."""
+        files = FileDataset(self.paths, storage_options=self.storage_options)
+        return files.iter_items(note=note) if note else files.iter_items()
 
     def iter_pieces(self, target_bytes: int, *, note: Note | None = None) -> Iterator[TablePiece]:
         """Pieces of about ``target_bytes`` bytes each, in input order.
@@ -153,7 +155,7 @@ class TabularDataset:
         note = note or _log.info
         fmt = table_format(self.format)
         reference = None
-        for item in self.iter_items():
+        for item in self.iter_items(note):
             if reference is None and item.size > 0:
                 reference = item.path
             for piece in fmt.split(item, target_bytes, self.options, self.storage_options, note):

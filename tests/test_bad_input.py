@@ -1,0 +1,84 @@
+"""Bad input met head-on: links, FIFOs, odd results, a full or read-only disk. Each gives a
+clear line naming the thing and the rule, never a hang, a traceback or silent loss."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from support import CLI, make_files
+
+from airflow_parallel_run import FileDataset
+from airflow_parallel_run.errors import InputError
+
+
+def listed(dataset: FileDataset) -> tuple[list[str], list[str]]:
+    notes: list[str] = []
+    paths = [os.path.basename(item.path) for item in dataset.iter_items(note=notes.append)]
+    return paths, notes
+
+
+# -- links and files that are not regular ------------------------------------------------------
+
+
+def test_a_link_loop_is_skipped_with_a_note_and_never_followed(tmp_path):
+    make_files(tmp_path / "in", 2)
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")
+    (tmp_path / "in" / "self").symlink_to(tmp_path / "in" / "self")
+    paths, notes = listed(FileDataset.from_files(str(tmp_path / "in")))
+    assert paths == ["f0000.txt", "f0001.txt"]
+    assert any("loop" in n and "never followed" in n for n in notes), notes
+    assert any("self" in n and "symbolic links" in n for n in notes), notes
+
+
+def test_a_link_outside_the_input_is_followed_unless_told_not_to(tmp_path):
+    make_files(tmp_path / "elsewhere", 1, prefix="out")
+    make_files(tmp_path / "in", 1)
+    (tmp_path / "in" / "link").symlink_to(tmp_path / "elsewhere")
+    assert listed(FileDataset.from_files(str(tmp_path / "in")))[0] == ["f0000.txt", "out0000.txt"]
+    paths, notes = listed(FileDataset.from_files(str(tmp_path / "in"), follow_links_outside=False))
+    assert paths == ["f0000.txt"]
+    assert any("link" in n and "outside the input" in n for n in notes), notes
+
+
+def test_a_fifo_in_a_folder_is_skipped_with_a_note(tmp_path):
+    make_files(tmp_path / "in", 1)
+    os.mkfifo(tmp_path / "in" / "pipe.txt")
+    for stats in (True, False):
+        notes: list[str] = []
+        items = list(FileDataset.from_files(str(tmp_path / "in")).iter_items(stats, notes.append))
+        assert [os.path.basename(i.path) for i in items] == ["f0000.txt"]
+        assert any("pipe.txt" in n and "not a regular file" in n for n in notes), notes
+
+
+def test_a_fifo_named_as_the_input_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(InputError, match="pipe.*not a regular file"):
+        list(FileDataset.from_files(str(tmp_path / "pipe")).iter_items())
+
+
+def test_a_fifo_in_a_table_folder_does_not_hang_the_command(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("a,b\n1,2\n")
+    os.mkfifo(tmp_path / "in" / "pipe.csv")
+    (tmp_path / "score.py").write_text("def run(mini_batch):\n    return mini_batch\n")
+    proc = subprocess.run([*CLI, str(tmp_path / "score.py"), "--input", str(tmp_path / "in"),
+                           "--input-type", "csv", "--output", str(tmp_path / "out"), "--quiet"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "parallel_run_step.txt").read_text() == "1 2\n"
+    master = (tmp_path / "out" / "logs/sys/master_role.txt").read_text()
+    assert "pipe.csv' skipped: not a regular file" in master
+
+
+def test_the_command_skips_links_outside_the_input_with_no_follow_outside(tmp_path):
+    make_files(tmp_path / "elsewhere", 1, prefix="out")
+    make_files(tmp_path / "in", 1)
+    (tmp_path / "in" / "link").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "score.py").write_text("def run(mini_batch):\n    return mini_batch\n")
+    proc = subprocess.run([*CLI, str(tmp_path / "score.py"), "--input", str(tmp_path / "in"),
+                           "--output", str(tmp_path / "out"), "--no-follow-outside", "--quiet"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "parallel_run_step.txt").read_text() == f"{tmp_path}/in/f0000.txt\n"
