@@ -82,3 +82,57 @@ def test_the_command_skips_links_outside_the_input_with_no_follow_outside(tmp_pa
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "parallel_run_step.txt").read_text() == f"{tmp_path}/in/f0000.txt\n"
+
+
+# -- results that cannot be one line each ------------------------------------------------------
+
+
+def test_a_result_with_a_line_break_fails_that_item_and_names_it(runner):
+    make_files(runner.inputs, 3)
+    result = runner.run(runner.script("""
+        import os
+        def run(mini_batch):
+            return [os.path.basename(p) + ("\\nmore" if "f0001" in p else "") for p in mini_batch]
+    """))
+    assert (result.totals.succeeded_items, result.totals.failed_items) == (2, 1)
+    assert (runner.output / "parallel_run_step.txt").read_text() == "f0000.txt\nf0002.txt\n"
+    errors = (runner.output / "logs/user/error.txt").read_text()
+    assert "f0001.txt'): 'f0001.txt\\nmore'" in errors and "line break" in errors
+
+
+def test_a_dataframe_result_with_a_line_break_stays_valid_csv(runner):
+    import csv
+
+    make_files(runner.inputs, 2)
+    runner.run(runner.script("""
+        import pandas as pd
+        def run(mini_batch):
+            return pd.DataFrame({"a": ["x\\ny", "z"], "b": [1, 2]})
+    """), append_row_separator=",")
+    with open(runner.output / "parallel_run_step.txt", newline="") as handle:
+        assert list(csv.reader(handle)) == [["x\ny", "1"], ["z", "2"]]
+
+
+def test_a_pandas_series_result_is_its_list_of_values(runner):
+    make_files(runner.inputs, 3)
+    result = runner.run(runner.script("""
+        import os
+        import pandas as pd
+        def run(mini_batch):
+            return pd.Series([os.path.basename(p) for p in mini_batch])
+    """))
+    assert result.totals.succeeded_items == 3
+    assert (runner.output / "parallel_run_step.txt").read_text().split() == [
+        "f0000.txt", "f0001.txt", "f0002.txt"]
+
+
+def test_a_result_of_a_type_that_cannot_work_fails_once_naming_the_type(runner):
+    make_files(runner.inputs, 2)
+    result = runner.run(runner.script("""
+        def run(mini_batch):
+            return (p for p in mini_batch)
+    """), run_max_try=3)
+    assert result.totals.failed_mini_batches == 1
+    tries = (runner.output / "logs/sys/job_report/processed_mini_batches.csv").read_text()
+    assert len(tries.splitlines()) == 2  # the header and one try: not retried
+    assert "run() returned generator" in (runner.output / "logs/user/error.txt").read_text()
