@@ -294,6 +294,77 @@ def test_side_input_that_does_not_exist(job):
     assert_usage_error(proc, "model", str(missing))
 
 
+def test_a_side_input_reaches_the_script_by_its_name(job):
+    (job["tmp"] / "labels.txt").write_text("cat")
+    script = write(job["tmp"] / "side.py", """
+        from airflow_parallel_run import EntryScript
+
+        def run(mini_batch):
+            return [open(EntryScript().side_inputs["labels"]).read() for _ in mini_batch]
+    """)
+    proc = parallel_run(script, "--input", job["in"], "--output", job["out"], "--quiet",
+                        "--side-input", f"labels={job['tmp'] / 'labels.txt'}")
+    assert proc.returncode == 0, proc.stderr
+    assert (job["out"] / "parallel_run_step.txt").read_text().split() == ["cat"] * 3
+
+
+# -- table options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "options"), [
+    (["--csv-separator", ";"], {"separator": ";"}),
+    (["--csv-separator", "\\t"], {"separator": "\t"}),
+    (["--no-csv-header"], {"header": False}),
+    (["--multiline"], {"multiline": True}),
+    (["--no-multiline"], {"multiline": False}),
+    (["--encoding", "latin-1"], {"encoding": "iso8859-1"}),
+])
+def test_csv_options_reach_the_dataset(args, options):
+    from airflow_parallel_run.cli import build_parser, make_inputs
+
+    ns = build_parser().parse_args(["s.py", "--input", "a.csv", "--output", "o",
+                                    "--input-type", "csv", *args])
+    (dataset,) = make_inputs(ns)
+    assert {name: dataset.options[name] for name in options} == options
+
+
+def test_csv_options_read_a_semicolon_file_without_header(job):
+    (job["tmp"] / "t.csv").write_text("1;2\n3;4\n")
+    script = write(job["tmp"] / "rows.py", """
+        def run(mini_batch):
+            return mini_batch
+    """)
+    proc = parallel_run(script, "--input", job["tmp"] / "t.csv", "--output", job["out"],
+                        "--input-type", "csv", "--csv-separator", ";", "--no-csv-header",
+                        "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert (job["out"] / "parallel_run_step.txt").read_text() == "1 2\n3 4\n"
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--csv-separator", ";"], "--csv-separator"),
+    (["--input-type", "parquet", "--encoding", "latin-1"], "--encoding"),
+    (["--input-type", "jsonl", "--multiline"], "--multiline"),
+])
+def test_a_table_option_for_another_input_type_is_refused(job, args, option):
+    proc = parallel_run(job["script"], "--input", job["in"], "--output", job["out"], *args)
+    assert_usage_error(proc, option, "only for --input-type")
+    assert_untouched(job["out"])
+
+
+def test_inputs_that_look_like_tables_taken_as_files_get_a_hint(job):
+    (job["tmp"] / "t.csv").write_text("a\n1\n")
+    proc = parallel_run(job["script"], "--input", job["tmp"] / "t.csv", "--output", job["out"],
+                        "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "--input-type csv" in proc.stderr and "one item" in proc.stderr, proc.stderr
+    assert (job["out"] / "parallel_run_step.txt").read_text() == "t.csv\n"
+
+
+def test_help_says_the_input_type_is_files_by_default():
+    assert "files (the default" in " ".join(parallel_run("--help").stdout.split())
+
+
 # -- output location ------------------------------------------------------------------------------
 
 

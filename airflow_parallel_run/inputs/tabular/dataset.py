@@ -110,15 +110,15 @@ class TabularDataset:
                    storage_options=dict(storage_options or {}), conn_id=conn_id)
 
     @classmethod
-    def from_format(cls, fmt: str, path: PathSpec, *, name: str | None = None
-                    ) -> TabularDataset:
-        """Files of the format called ``fmt`` (one of :data:`FORMATS`), read with that
-        format's default options: what a command line's input type names."""
+    def from_format(cls, fmt: str, path: PathSpec, *, name: str | None = None,
+                    **options: Any) -> TabularDataset:
+        """Files of the format called ``fmt`` (one of :data:`FORMATS`), read with ``options``
+        (that format's constructor's) or its defaults: what a command line's input type names."""
         constructors = {"csv": cls.from_delimited_files, "parquet": cls.from_parquet_files,
                         "jsonl": cls.from_json_lines_files}
         if fmt not in constructors:
             raise InputError(f"TabularDataset format = {fmt!r}: must be one of {FORMATS}")
-        return constructors[fmt](path, name=name)
+        return constructors[fmt](path, name=name, **options)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any],
