@@ -136,3 +136,25 @@ def test_a_result_of_a_type_that_cannot_work_fails_once_naming_the_type(runner):
     tries = (runner.output / "logs/sys/job_report/processed_mini_batches.csv").read_text()
     assert len(tries.splitlines()) == 2  # the header and one try: not retried
     assert "run() returned generator" in (runner.output / "logs/user/error.txt").read_text()
+
+
+# -- partition mini-batches --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_partition_mini_batches_come_in_order_of_first_appearance(tmp_path, fmt):
+    import json
+
+    from airflow_parallel_run.inputs.tabular import TabularDataset
+
+    keys = [("b", 2.5), ("b", 1.5), ("a", None), ("b", None), ("a", 1.5), ("a", 2.5)]
+    rows = [keys[i] for i in (0, 1, 0, 2, 3, 1, 4, 2, 5, 3)]
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "csv":
+        path.write_text("s,k\n" + "".join(f"{s},{'' if k is None else k}\n" for s, k in rows))
+        dataset = TabularDataset.from_delimited_files(str(path))
+    else:
+        path.write_text("".join(json.dumps({"s": s, "k": k}) + "\n" for s, k in rows))
+        dataset = TabularDataset.from_json_lines_files(str(path))
+    pieces = dataset.iter_partition_pieces(["s", "k"])
+    assert [(p.partition_key_value["s"], p.partition_key_value["k"]) for p in pieces] == keys
