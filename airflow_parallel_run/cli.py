@@ -17,6 +17,7 @@ from . import logs
 from .config import FIELD_NAMES, LOGGING_LEVELS, OUTPUT_ACTIONS, ParallelRunConfig, values_from_text
 from .errors import ConfigError, ParallelRunError
 from .inputs import FileDataset, SideInput
+from .storage import describe_os_error
 
 if TYPE_CHECKING:  # the engine is imported only once the arguments are read
     from .engine.job import JobPlan, Progress
@@ -225,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     except ParallelRunError as exc:
         print(f"parallel-run: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the job ran, and the disk failed it (full, gone read-only)
+        print(f"parallel-run: error: the job stopped: {describe_os_error(exc, ns.output)}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nparallel-run: interrupted; run the same command again to resume", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ for people::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -30,7 +31,7 @@ from .events import ErrorEvent, TryEvent, read_events
 from .plan import JOB_FILE, JobPlan, iter_plan, state_format_error
 from .progress import write_overview
 from .results import Records
-from .storage import OutputLocation
+from .storage import OutputLocation, describe_os_error
 from .thresholds import Totals, final_verdict
 
 if TYPE_CHECKING:
@@ -121,7 +122,18 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     count = job_plan.mini_batch_count
     name = config.append_row_file_name
     tmp = location.local_temp(name) if config.output_action == "append_row" else None
-    totals, missing = _count_and_assemble(location, count, tmp)
+    try:
+        totals, missing = _count_and_assemble(location, count, tmp)
+    except OSError as exc:
+        if tmp is None:
+            raise
+        # The output file cannot be written (a full disk): the job fails, and its temp file
+        # goes, which leaves room for the logs that say why.
+        _remove_quietly(tmp)
+        tmp = None
+        stop_reasons = [f"the output file cannot be written: "
+                        f"{describe_os_error(exc, location.display(name))}", *stop_reasons]
+        totals, missing = _count_and_assemble(location, count, None)
     reason = next((r for r in stop_reasons if r), None)
     if reason is None and missing:
         reason = (f"{missing} of {count} mini-batches have no result: a node did "
@@ -132,8 +144,19 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     result = JobResult(reason is None, reason, totals, count, job_plan.item_count,
                        location.display(), output_file, missing, time.time() - job_plan.started,
                        job_plan.resumed)
-    write_final_logs(location, job_plan, result)
+    try:
+        write_final_logs(location, job_plan, result)
+    except OSError as exc:  # a full disk: at least job_result.txt, if it still fits
+        result.notes.append(f"the job's logs could not all be written: "
+                            f"{describe_os_error(exc, location.display('logs'))}")
+        with contextlib.suppress(OSError):
+            write_job_result(location, result, None)
     return result
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _count_and_assemble(location: OutputLocation, count: int,

@@ -23,6 +23,7 @@ Layout under the output folder (the logs, see logs.py, plus our own state)::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -57,6 +58,13 @@ def describe_storage_error(url: str, exc: BaseException) -> str:
     else:
         hint = "check the URL and the credentials"
     return f"{url!r}: the store refused the request ({kind}: {text}); {hint}"
+
+
+def describe_os_error(exc: OSError, where: str) -> str:
+    """One line for a file system error: the path (``where`` when the error names none, as a
+    failed write() does) and what the system said."""
+    path = exc.filename if exc.filename is not None else where
+    return f"{os.fsdecode(path)!r}: {exc.strerror or exc}"
 
 
 def open_location(url: str, storage_options: dict[str, Any] | None = None) -> OutputLocation:
@@ -189,6 +197,18 @@ class LocalLocation(OutputLocation):
         except OSError as exc:
             raise InputError(f"output {self.display(rel)!r}: cannot create the folder "
                              f"({exc.strerror or exc})") from None
+        if not rel:
+            self.check_writable()
+
+    def check_writable(self) -> None:
+        """Fail early, naming the folder, when no file can be made in it (read-only)."""
+        probe = self.path(f".probe-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.unlink(probe)
+        except OSError as exc:
+            raise InputError(f"output {self.display()!r}: cannot write in the folder "
+                             f"({exc.strerror or exc})") from None
 
     def display(self, rel: str = "") -> str:
         return str(self.path(rel)) if rel else str(self.root)
@@ -204,10 +224,15 @@ class LocalLocation(OutputLocation):
             os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, flags, 0o644)
         try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException:  # a full disk: no half-written temp file is left behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def read_bytes(self, rel: str, end: int | None = None) -> bytes | None:
         try:

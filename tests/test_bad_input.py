@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from support import CLI, make_files
@@ -26,7 +27,9 @@ def test_a_link_loop_is_skipped_with_a_note_and_never_followed(tmp_path):
     make_files(tmp_path / "in", 2)
     (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")
     (tmp_path / "in" / "self").symlink_to(tmp_path / "in" / "self")
-    paths, notes = listed(FileDataset.from_files(str(tmp_path / "in")))
+    dataset = FileDataset.from_files(str(tmp_path / "in"))
+    assert [os.path.basename(i.path) for i in dataset.iter_items()] == ["f0000.txt", "f0001.txt"]
+    paths, notes = listed(dataset)
     assert paths == ["f0000.txt", "f0001.txt"]
     assert any("loop" in n and "never followed" in n for n in notes), notes
     assert any("self" in n and "symbolic links" in n for n in notes), notes
@@ -158,3 +161,60 @@ def test_partition_mini_batches_come_in_order_of_first_appearance(tmp_path, fmt)
         dataset = TabularDataset.from_json_lines_files(str(path))
     pieces = dataset.iter_partition_pieces(["s", "k"])
     assert [(p.partition_key_value["s"], p.partition_key_value["k"]) for p in pieces] == keys
+
+
+# -- a full or read-only output disk -----------------------------------------------------------
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """A small tmpfs of its own (root only): a disk that fills up, or is read-only."""
+    mounted = []
+
+    def mount(size: str, *flags: str) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *flags]),
+                               "tmpfs", str(where)], capture_output=True)
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+CAT = "def run(mini_batch):\n    return [open(p).read() for p in mini_batch]\n"
+
+
+def test_a_full_disk_fails_the_job_in_one_line_and_leaves_job_result_and_no_temp_file(
+        tmp_path, mount_tmpfs):
+    disk = mount_tmpfs("1m")
+    (tmp_path / "in").mkdir()
+    for i in range(100):
+        (tmp_path / "in" / f"f{i:03d}.txt").write_text(f"{i:06d}" * 1000)  # 6 KB each
+    (tmp_path / "score.py").write_text(CAT)
+    proc = subprocess.run([*CLI, str(tmp_path / "score.py"), "--input", str(tmp_path / "in"),
+                           "--output", str(disk / "out"), "--quiet",
+                           "--resource-monitor-interval", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "parallel_run_step.txt': No space left on device" in proc.stdout
+    job_result = (disk / "out/logs/job_result.txt").read_text()
+    assert job_result.startswith("FAILED\n") and "No space left on device" in job_result
+    assert not list(disk.rglob("*.tmp")), list(disk.rglob("*.tmp"))
+
+
+def test_a_read_only_output_folder_is_refused_in_one_line(tmp_path, mount_tmpfs):
+    disk = mount_tmpfs("64k", "ro")
+    make_files(tmp_path / "in", 1)
+    (tmp_path / "score.py").write_text(CAT)
+    proc = subprocess.run([*CLI, str(tmp_path / "score.py"), "--input", str(tmp_path / "in"),
+                           "--output", str(disk), "--quiet"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (f"parallel-run: error: output {str(disk)!r}: cannot write "
+                                   "in the folder (Read-only file system)")

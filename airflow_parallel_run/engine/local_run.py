@@ -14,6 +14,7 @@ Airflow runs the same nodes as separate tasks instead (airflow/tasks.py), withou
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import threading
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .. import logs
 from ..plan import JOB_FILE, JobPlan, MiniBatch, iter_plan
 from ..results import RESULTS_DIR, MiniBatchRecord
-from ..storage import local_path
+from ..storage import describe_os_error, local_path
 from ..thresholds import Totals
 from .feed import PlanFeed
 from .node import Node, NodeResult
@@ -163,6 +164,12 @@ class LocalRun:
     def _run_node(self, i: int) -> None:
         try:
             self.results[i] = self.nodes[i].run()
+        except OSError as exc:  # a full disk: the job fails with one line that says so
+            why = describe_os_error(exc, self.job.location.display())
+            with contextlib.suppress(OSError):
+                self.job.location.append_text(logs.MASTER_ROLE, logs.line(
+                    f"node {i} failed: {why}\n{traceback.format_exc()}"))
+            self.results[i] = NodeResult(i, Totals(), f"node {i} failed: {why}")
         except Exception as exc:  # a bug of ours: the job fails with it, the others go on
             self.job.location.append_text(logs.MASTER_ROLE, logs.line(
                 f"node {i} failed:\n{traceback.format_exc()}"))
