@@ -124,6 +124,8 @@ def make_inputs(ns: argparse.Namespace) -> list[Any]:
     but are taken as files."""
     input_type = ns.input_type or "files"
     options = _table_options(ns, input_type)
+    if ns.no_follow_outside and input_type != "files":  # tables follow links as files do
+        raise ConfigError(f"--no-follow-outside: only for --input-type files, not {input_type}")
     if ns.input_type is None:
         kinds = {TABLE_SUFFIXES.get(os.path.splitext(path.rstrip("/"))[1].lower())
                  for path in ns.input}

@@ -345,6 +345,7 @@ def test_csv_options_read_a_semicolon_file_without_header(job):
     (["--csv-separator", ";"], "--csv-separator"),
     (["--input-type", "parquet", "--encoding", "latin-1"], "--encoding"),
     (["--input-type", "jsonl", "--multiline"], "--multiline"),
+    (["--input-type", "csv", "--no-follow-outside"], "--no-follow-outside"),
 ])
 def test_a_table_option_for_another_input_type_is_refused(job, args, option):
     proc = parallel_run(job["script"], "--input", job["in"], "--output", job["out"], *args)
