@@ -17,13 +17,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import logs
 from .config import FIELD_NAMES, LOGGING_LEVELS, OUTPUT_ACTIONS, ParallelRunConfig, values_from_text
-from .errors import ParallelRunError, StoreUnavailable
+from .errors import ConfigError, ParallelRunError, StoreUnavailable
 from .inputs import FileDataset, SideInput
+from .storage import describe_os_error
 
 if TYPE_CHECKING:  # the engine is imported only once the arguments are read
     from .engine.job import JobPlan, Progress
 
 INPUT_TYPES = ("files", "csv", "parquet", "jsonl")
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
+# the table options of the command line, and the input types that take each
+TABLE_OPTIONS = {"csv_separator": ("csv",), "csv_header": ("csv",), "multiline": ("csv",),
+                 "encoding": ("csv", "jsonl")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", required=True, metavar="PATH",
                    help="file, folder, glob or fsspec URL; repeat for several inputs")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--input-type", choices=INPUT_TYPES, default="files")
+    p.add_argument("--input-type", choices=INPUT_TYPES,
+                   help="files (the default: each file is one item), or the rows of csv, "
+                        "parquet or jsonl files")
+    p.add_argument("--csv-separator", metavar="CHAR",
+                   help="csv: the field separator (','; '\\t' for a tab)")
+    p.add_argument("--csv-header", action=argparse.BooleanOptionalAction,
+                   help="csv: whether the first line names the columns (yes)")
+    p.add_argument("--multiline", action=argparse.BooleanOptionalAction,
+                   help="csv: whether quoted fields may hold line breaks (not split); "
+                        "--no-multiline: split without looking (default: look at each file's start)")
+    p.add_argument("--encoding", help="csv, jsonl: the files' text encoding (utf-8)")
     p.add_argument("--mini-batch-size", help="files per mini-batch (10), or bytes for tables (1MB)")
     p.add_argument("--error-threshold", type=int)
     p.add_argument("--allowed-failed-count", type=int)
@@ -64,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--environment-variable", action="append", default=[], metavar="NAME=VALUE",
                    dest="environment_variables")
     p.add_argument("--side-input", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--no-follow-outside", action="store_true",
+                   help="skip links that lead outside an input folder (files input)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -78,12 +95,52 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
-def make_dataset(input_type: str, path: str, name: str) -> Any:
+def make_dataset(input_type: str, path: str, name: str, follow_outside: bool = True,
+                 **table_options: Any) -> Any:
     if input_type == "files":
-        return FileDataset.from_files(path, name=name)
+        return FileDataset.from_files(path, name=name, follow_links_outside=follow_outside)
     from .inputs.tabular import TabularDataset
 
-    return TabularDataset.from_format(input_type, path, name=name)
+    return TabularDataset.from_format(input_type, path, name=name, **table_options)
+
+
+def _table_options(ns: argparse.Namespace, input_type: str) -> dict[str, Any]:
+    """The table options given, by their dataset parameter names; refused for an input type
+    they do not apply to."""
+    given = {name: getattr(ns, name) for name in TABLE_OPTIONS if getattr(ns, name) is not None}
+    for name in given:
+        if input_type not in TABLE_OPTIONS[name]:
+            raise ConfigError(f"--{name.replace('_', '-')}: only for --input-type "
+                              f"{' or '.join(TABLE_OPTIONS[name])}, not {input_type}")
+    options: dict[str, Any] = {}
+    if "csv_separator" in given:
+        options["separator"] = "\t" if given["csv_separator"] == "\\t" else given["csv_separator"]
+    if "csv_header" in given:
+        options["header"] = given["csv_header"]
+    for name in ("multiline", "encoding"):
+        if name in given:
+            options[name] = given[name]
+    return options
+
+
+def make_inputs(ns: argparse.Namespace) -> list[Any]:
+    """The datasets of the ``--input`` options; a hint on stderr when they look like tables
+    but are taken as files."""
+    input_type = ns.input_type or "files"
+    options = _table_options(ns, input_type)
+    if ns.no_follow_outside and input_type != "files":  # tables follow links as files do
+        raise ConfigError(f"--no-follow-outside: only for --input-type files, not {input_type}")
+    if ns.input_type is None:
+        kinds = {TABLE_SUFFIXES.get(os.path.splitext(path.rstrip("/"))[1].lower())
+                 for path in ns.input}
+        if len(kinds) == 1 and None not in kinds:
+            kind = kinds.pop()
+            print(f"parallel-run: note: every --input ends in a table suffix, but each file is "
+                  f"taken as one item (--input-type files, the default); for their rows use "
+                  f"--input-type {kind}", file=sys.stderr)
+    return [make_dataset(input_type, path, f"input{i}" if len(ns.input) > 1 else "input",
+                         not ns.no_follow_outside, **options)
+            for i, path in enumerate(ns.input)]
 
 
 def config_from_args(ns: argparse.Namespace) -> ParallelRunConfig:
@@ -192,9 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = _handle_signals(_on_signal(stop))
     try:
         config = config_from_args(ns)
-        inputs = [make_dataset(ns.input_type, path,
-                               f"input{i}" if len(ns.input) > 1 else "input")
-                  for i, path in enumerate(ns.input)]
+        inputs = make_inputs(ns)
         side_inputs = [SideInput(path, name=name)
                        for name, path in _pairs(ns.side_input, "--side-input").items()]
         from .engine.job import run_job
@@ -208,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except StoreUnavailable as exc:  # not bad usage: the job ran, and did not finish
         print(f"parallel-run: error: {exc}; run the same command again to resume",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:  # the job ran, and the disk failed it (full, gone read-only)
+        print(f"parallel-run: error: the job stopped: {describe_os_error(exc, ns.output)}",
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:

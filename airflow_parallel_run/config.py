@@ -223,6 +223,9 @@ def _separator(name: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) != 1:
         raise ConfigError(f"{name} = {value!r}: must be a single character "
                           "(DataFrame results are written as CSV with it)")
+    if value in "\r\n\"":  # CSV would quote every field, or split every row: unreadable
+        raise ConfigError(f"{name} = {value!r}: must not be a line break or a double quote "
+                          "(DataFrame results are written as CSV with it)")
     return value
 
 

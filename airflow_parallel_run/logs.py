@@ -76,5 +76,29 @@ def timestamp(epoch: float | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def printable(text: str) -> str:
+    """``text`` with what cannot be UTF-8 escaped: a file name that is not UTF-8 (``caf\\xe9``,
+    read by Python as a lone surrogate) shows as its bytes, ``caf\\xe9``, instead of making
+    the log that names it impossible to write."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape") if _only_escapes(text) else None
+        if raw is not None:
+            return raw.decode("utf-8", "backslashreplace")
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _only_escapes(text: str) -> bool:
+    """Whether every lone surrogate of ``text`` stands for a byte (as os.fsdecode makes them)."""
+    return all(not 0xD800 <= ord(ch) <= 0xDFFF or 0xDC80 <= ord(ch) <= 0xDCFF for ch in text)
+
+
+def encoded(text: str) -> bytes:
+    """A log's text as UTF-8, escaped where it must be (see :func:`printable`)."""
+    return printable(text).encode("utf-8")
+
+
 def line(text: str) -> str:
     return f"{timestamp()} {text}\n"

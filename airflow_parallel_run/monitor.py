@@ -130,6 +130,11 @@ class ResourceMonitor:
     def _guarded(self, step: Callable[[], None]) -> None:
         try:
             step()
+        except OSError as exc:  # a full disk: a line, not a traceback
+            self._failures += 1
+            if self._failures == 1:
+                log.warning("resource monitor: a sample failed (%s); going on",
+                            exc.strerror or exc)
         except Exception:
             # the first failure is worth a warning with its traceback; a repeating one is not
             self._failures += 1
@@ -262,13 +267,13 @@ def _create_with_header(target: Path, header: str) -> None:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
-    tmp.write_text(header)
     try:
+        tmp.write_text(header)
         os.link(tmp, target)
     except FileExistsError:
         pass
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def _csv_line(row: list[object]) -> str:

@@ -201,11 +201,11 @@ def _hash_item(hasher: Any, item: Any) -> None:
     hasher.update(f"{item.path}\0{item.size}\0{item.mtime}\n".encode("utf-8", "surrogateescape"))
 
 
-def _file_batches(dataset: Any, size: int, hasher: Any,
-                  stats: bool) -> Iterator[tuple[list[str], None]]:
+def _file_batches(dataset: Any, size: int, hasher: Any, stats: bool,
+                  note: Callable[[str], None]) -> Iterator[tuple[list[str], None]]:
     """Mini-batches of paths; sizes and times (when listed) go into the fingerprint."""
     batch: list[str] = []
-    for chunk in dataset.iter_chunks(stats=stats):
+    for chunk in dataset.iter_chunks(stats=stats, note=note):
         if chunk and isinstance(chunk[0], str):  # listed without stats: paths only
             paths = chunk
         else:
@@ -249,7 +249,7 @@ def _plan_into(inputs: Sequence[Any], config: ParallelRunConfig, location: Outpu
         if dataset.kind == "tabular":
             batches = _table_batches(dataset, config, hasher, note)
         else:
-            batches = _file_batches(dataset, config.files_per_mini_batch(), hasher, stats)
+            batches = _file_batches(dataset, config.files_per_mini_batch(), hasher, stats, note)
         for paths, piece in batches:
             batch = MiniBatch(index, dataset.name, paths, piece)
             hasher.update(writer.add(batch).encode("utf-8", "surrogateescape"))

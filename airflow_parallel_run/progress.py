@@ -50,4 +50,4 @@ def overview_text(job_plan: JobPlan, totals: Totals, *, result: str | None = Non
 
 
 def write_overview(location: OutputLocation, job_plan: JobPlan, totals: Totals, **final: object) -> None:
-    location.write_atomic(logs.JOB_PROGRESS, overview_text(job_plan, totals, **final).encode())  # type: ignore[arg-type]
+    location.write_atomic(logs.JOB_PROGRESS, logs.encoded(overview_text(job_plan, totals, **final)))  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ for people::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -30,7 +31,7 @@ from .events import ErrorEvent, TryEvent, read_events
 from .plan import JOB_FILE, JobPlan, iter_plan, state_format_error
 from .progress import write_overview
 from .results import Records
-from .storage import OutputLocation
+from .storage import OutputLocation, describe_os_error
 from .thresholds import Totals, final_verdict
 
 if TYPE_CHECKING:
@@ -81,6 +82,19 @@ class JobResult:
                       ("failed", t.failed_items)],
         }
 
+    def failure_lines(self) -> list[str]:
+        """What failed and where to read why; a warning when nothing succeeded. Empty when
+        nothing failed. (With the default thresholds a job whose every item failed succeeds:
+        its status alone would hide that.)"""
+        t = self.totals
+        if not (t.failed_items or t.failed_mini_batches):
+            return []
+        lines = [f"failed: {t.failed_items} items in {t.failed_mini_batches} mini-batches; "
+                 f"see {logs.USER_ERROR_SUMMARY} for why"]
+        if t.succeeded_items == 0:
+            lines.append("warning: every item failed, none succeeded")
+        return lines
+
     def summary(self) -> str:
         t = self.totals
         text = (f"{self.status}: {t.succeeded_items} items succeeded, {t.failed_items} failed; "
@@ -90,6 +104,8 @@ class JobResult:
             text += " (resumed an earlier run of the same job)"
         if self.reason:
             text += f"\nreason: {self.reason}"
+        for line in self.failure_lines():
+            text += f"\n{line}"
         if self.output_file:
             text += f"\noutput: {self.output_file}"
         else:
@@ -106,7 +122,18 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     count = job_plan.mini_batch_count
     name = config.append_row_file_name
     tmp = location.local_temp(name) if config.output_action == "append_row" else None
-    totals, missing = _count_and_assemble(location, count, tmp)
+    try:
+        totals, missing = _count_and_assemble(location, count, tmp)
+    except OSError as exc:
+        if tmp is None:
+            raise
+        # The output file cannot be written (a full disk): the job fails, and its temp file
+        # goes, which leaves room for the logs that say why.
+        _remove_quietly(tmp)
+        tmp = None
+        stop_reasons = [f"the output file cannot be written: "
+                        f"{describe_os_error(exc, location.display(name))}", *stop_reasons]
+        totals, missing = _count_and_assemble(location, count, None)
     reason = next((r for r in stop_reasons if r), None)
     if reason is None and missing:
         reason = (f"{missing} of {count} mini-batches have no result: a node did "
@@ -117,8 +144,19 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     result = JobResult(reason is None, reason, totals, count, job_plan.item_count,
                        location.display(), output_file, missing, time.time() - job_plan.started,
                        job_plan.resumed)
-    write_final_logs(location, job_plan, result)
+    try:
+        write_final_logs(location, job_plan, result)
+    except OSError as exc:  # a full disk: at least job_result.txt, if it still fits
+        result.notes.append(f"the job's logs could not all be written: "
+                            f"{describe_os_error(exc, location.display('logs'))}")
+        with contextlib.suppress(OSError):
+            write_job_result(location, result, None)
     return result
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _count_and_assemble(location: OutputLocation, count: int,
@@ -192,7 +230,7 @@ def write_processed_mini_batches(location: OutputLocation, tries: list[TryEvent]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PROCESSED_COLUMNS)
     writer.writerows(t.csv_row() for t in tries)
-    location.write_atomic(PROCESSED_MINI_BATCHES, buffer.getvalue().encode())
+    location.write_atomic(PROCESSED_MINI_BATCHES, logs.encoded(buffer.getvalue()))
 
 
 def _first_item(location: OutputLocation, index: int | None) -> str | None:
@@ -215,13 +253,13 @@ def write_error_summary(location: OutputLocation, errors: list[ErrorEvent]) -> l
         item = _first_item(location, group.first.mini_batch)
         lines.append(group.describe() + (f"; first item: {item}" if item else ""))
     lines += ["", "every error, oldest first:", *(e.summary_line() for e in errors)]
-    location.write_atomic(logs.USER_ERROR_SUMMARY, ("\n".join(lines) + "\n").encode())
+    location.write_atomic(logs.USER_ERROR_SUMMARY, logs.encoded("\n".join(lines) + "\n"))
     return groups
 
 
 def write_job_result(location: OutputLocation, result: JobResult, error_pointer: str | None) -> None:
     """logs/job_result.txt for people, logs/job_result.json for programs (and the report)."""
-    lines = [result.status, f"reason: {result.reason or 'none'}"]
+    lines = [result.status, f"reason: {result.reason or 'none'}", *result.failure_lines()]
     lines += [f"{group}: " + ", ".join(f"{logs.count(n)} {label}" for label, n in counts)
               for group, counts in result.counts().items()]
     lines += [f"output: {result.output_file or 'none'}",
@@ -230,5 +268,5 @@ def write_job_result(location: OutputLocation, result: JobResult, error_pointer:
         lines.append(f"see {logs.USER_ERROR_SUMMARY}: {error_pointer}")
     lines.append(f"report: {logs.JOB_REPORT}")
     location.write_json(logs.JOB_RESULT_JSON, result.to_dict())
-    location.write_atomic(logs.JOB_RESULT, ("\n".join(lines) + "\n").encode())
+    location.write_atomic(logs.JOB_RESULT, logs.encoded("\n".join(lines) + "\n"))
     location.append_text(logs.MASTER_ROLE, logs.line(f"job result: {lines[0]}; " + "; ".join(lines[1:])))

@@ -541,5 +541,5 @@ def render_report(location: OutputLocation, result: JobResult | None = None,
 def write_job_report(location: OutputLocation, result: JobResult | None = None,
                      events: JobEvents | None = None) -> str:
     """Write logs/job_report.html (from ``location`` for what is not given); where it is."""
-    location.write_atomic(REPORT, render_report(location, result, events).encode("utf-8"))
+    location.write_atomic(REPORT, logs.encoded(render_report(location, result, events)))
     return location.display(REPORT)

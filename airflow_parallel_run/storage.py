@@ -30,6 +30,7 @@ Layout under the output folder (the logs, see logs.py, plus our own state)::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from .errors import InputError, StoreUnavailable
-from .logs import MASTER_ROLE, line, timestamp
+from .logs import MASTER_ROLE, encoded, line, timestamp
 
 T = TypeVar("T")
 
@@ -209,6 +210,13 @@ class Retrying:
                                 f"waited {waited:.0f} s ({RETRY_SECONDS_ENV} sets how long)")
 
 
+def describe_os_error(exc: OSError, where: str) -> str:
+    """One line for a file system error: the path (``where`` when the error names none, as a
+    failed write() does) and what the system said."""
+    path = exc.filename if exc.filename is not None else where
+    return f"{os.fsdecode(path)!r}: {exc.strerror or exc}"
+
+
 def open_location(url: str, storage_options: dict[str, Any] | None = None) -> OutputLocation:
     """The output location of ``url``: a local folder or an fsspec store."""
     if not isinstance(url, str) or not url:
@@ -345,6 +353,18 @@ class LocalLocation(OutputLocation):
         except OSError as exc:
             raise InputError(f"output {self.display(rel)!r}: cannot create the folder "
                              f"({exc.strerror or exc})") from None
+        if not rel:
+            self.check_writable()
+
+    def check_writable(self) -> None:
+        """Fail early, naming the folder, when no file can be made in it (read-only)."""
+        probe = self.path(f".probe-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.unlink(probe)
+        except OSError as exc:
+            raise InputError(f"output {self.display()!r}: cannot write in the folder "
+                             f"({exc.strerror or exc})") from None
 
     def display(self, rel: str = "") -> str:
         return str(self.path(rel)) if rel else str(self.root)
@@ -360,10 +380,15 @@ class LocalLocation(OutputLocation):
             os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, flags, 0o644)
         try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException:  # a full disk: no half-written temp file is left behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def read_bytes(self, rel: str, end: int | None = None) -> bytes | None:
         try:
@@ -400,7 +425,7 @@ class LocalLocation(OutputLocation):
             target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(target, flags, 0o644)
         try:
-            os.write(fd, text.encode("utf-8", "backslashreplace"))
+            os.write(fd, encoded(text))
         finally:
             os.close(fd)
 
@@ -521,7 +546,7 @@ class RemoteLocation(OutputLocation):
     def append_text(self, rel: str, text: str) -> None:
         """Read, add, write back: for files with one writer at a time (planner, reducer)."""
         old = self.read_bytes(rel) or b""
-        self.write_atomic(rel, old + text.encode("utf-8", "backslashreplace"))
+        self.write_atomic(rel, old + encoded(text))
 
     def local_temp(self, rel: str) -> str:
         import tempfile

@@ -216,6 +216,8 @@ def test_entry_script_relative_to_source_directory(job):
         ("--append-row-file-name", "a/b.txt", ["append_row_file_name", "a/b.txt"]),
         ("--append-row-file-name", "..", ["append_row_file_name", ".."]),
         ("--append-row-separator", "", ["append_row_separator"]),
+        ("--append-row-separator", "\n", ["append_row_separator", "line break"]),
+        ("--append-row-separator", '"', ["append_row_separator", "double quote"]),
         ("--run-invocation-timeout", "0", ["run_invocation_timeout", "0", "> 0"]),
         ("--run-invocation-timeout", "-5", ["run_invocation_timeout", "-5", "> 0"]),
         ("--init-timeout", "0", ["init_timeout", "0", "> 0"]),
@@ -317,6 +319,78 @@ def test_side_input_that_does_not_exist(job):
     assert_usage_error(proc, "model", str(missing))
 
 
+def test_a_side_input_reaches_the_script_by_its_name(job):
+    (job["tmp"] / "labels.txt").write_text("cat")
+    script = write(job["tmp"] / "side.py", """
+        from airflow_parallel_run import EntryScript
+
+        def run(mini_batch):
+            return [open(EntryScript().side_inputs["labels"]).read() for _ in mini_batch]
+    """)
+    proc = parallel_run(script, "--input", job["in"], "--output", job["out"], "--quiet",
+                        "--side-input", f"labels={job['tmp'] / 'labels.txt'}")
+    assert proc.returncode == 0, proc.stderr
+    assert (job["out"] / "parallel_run_step.txt").read_text().split() == ["cat"] * 3
+
+
+# -- table options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "options"), [
+    (["--csv-separator", ";"], {"separator": ";"}),
+    (["--csv-separator", "\\t"], {"separator": "\t"}),
+    (["--no-csv-header"], {"header": False}),
+    (["--multiline"], {"multiline": True}),
+    (["--no-multiline"], {"multiline": False}),
+    (["--encoding", "latin-1"], {"encoding": "iso8859-1"}),
+])
+def test_csv_options_reach_the_dataset(args, options):
+    from airflow_parallel_run.cli import build_parser, make_inputs
+
+    ns = build_parser().parse_args(["s.py", "--input", "a.csv", "--output", "o",
+                                    "--input-type", "csv", *args])
+    (dataset,) = make_inputs(ns)
+    assert {name: dataset.options[name] for name in options} == options
+
+
+def test_csv_options_read_a_semicolon_file_without_header(job):
+    (job["tmp"] / "t.csv").write_text("1;2\n3;4\n")
+    script = write(job["tmp"] / "rows.py", """
+        def run(mini_batch):
+            return mini_batch
+    """)
+    proc = parallel_run(script, "--input", job["tmp"] / "t.csv", "--output", job["out"],
+                        "--input-type", "csv", "--csv-separator", ";", "--no-csv-header",
+                        "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert (job["out"] / "parallel_run_step.txt").read_text() == "1 2\n3 4\n"
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--csv-separator", ";"], "--csv-separator"),
+    (["--input-type", "parquet", "--encoding", "latin-1"], "--encoding"),
+    (["--input-type", "jsonl", "--multiline"], "--multiline"),
+    (["--input-type", "csv", "--no-follow-outside"], "--no-follow-outside"),
+])
+def test_a_table_option_for_another_input_type_is_refused(job, args, option):
+    proc = parallel_run(job["script"], "--input", job["in"], "--output", job["out"], *args)
+    assert_usage_error(proc, option, "only for --input-type")
+    assert_untouched(job["out"])
+
+
+def test_inputs_that_look_like_tables_taken_as_files_get_a_hint(job):
+    (job["tmp"] / "t.csv").write_text("a\n1\n")
+    proc = parallel_run(job["script"], "--input", job["tmp"] / "t.csv", "--output", job["out"],
+                        "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "--input-type csv" in proc.stderr and "one item" in proc.stderr, proc.stderr
+    assert (job["out"] / "parallel_run_step.txt").read_text() == "t.csv\n"
+
+
+def test_help_says_the_input_type_is_files_by_default():
+    assert "files (the default" in " ".join(parallel_run("--help").stdout.split())
+
+
 # -- output location ------------------------------------------------------------------------------
 
 
@@ -363,6 +437,7 @@ def test_successful_run_prints_a_summary(job):
     assert "0 failed" in out, out
     assert "mini-batches" in out, out
     assert "2 of 2" in out, out
+    assert "error.txt" not in out, out  # nothing failed: no pointer to errors
     result = job["out"] / "parallel_run_step.txt"
     assert str(result) in out, out
     assert result.read_text().split() == ["f0.txt", "f1.txt", "f2.txt"]
@@ -378,6 +453,33 @@ def test_failed_job_exits_1(job):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAILED" in proc.stdout
     assert "error_threshold" in proc.stdout + proc.stderr
+
+
+def test_a_job_whose_every_item_failed_warns_and_names_error_txt(job):
+    script = write(job["tmp"] / "fails.py", """
+        def run(mini_batch):
+            raise ValueError("no good")
+    """)
+    proc = parallel_run(script, "--input", job["in"], "--output", job["out"],
+                        "--run-max-try", "1", "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the default thresholds allow it
+    for text in (proc.stdout, (job["out"] / "logs/job_result.txt").read_text()):
+        assert "failed: 3 items in 1 mini-batches; see logs/user/error.txt" in text, text
+        assert "warning: every item failed" in text, text
+
+
+def test_a_job_with_some_failures_names_error_txt_without_the_warning(job):
+    script = write(job["tmp"] / "some.py", """
+        def run(mini_batch):
+            if any(p.endswith("f1.txt") for p in mini_batch):
+                raise ValueError("no good")
+            return mini_batch
+    """)
+    proc = parallel_run(script, "--input", job["in"], "--output", job["out"],
+                        "--run-max-try", "1", "--mini-batch-size", "1", "--quiet")
+    for text in (proc.stdout, (job["out"] / "logs/job_result.txt").read_text()):
+        assert "failed: 1 items in 1 mini-batches; see logs/user/error.txt" in text, text
+        assert "warning" not in text, text
 
 
 def test_console_script_works(job):

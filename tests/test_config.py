@@ -295,6 +295,12 @@ def test_append_row_separator_invalid(value):
     assert_names(msg, "append_row_separator", repr(value), "single character")
 
 
+@pytest.mark.parametrize("value", ["\n", "\r", '"'])
+def test_append_row_separator_refuses_line_breaks_and_quotes(value):
+    msg = refused(append_row_separator=value)
+    assert_names(msg, "append_row_separator", repr(value), "line break", "double quote")
+
+
 # -- node_count, process_count_per_node, run_max_try ----------------------------------------------
 
 

@@ -185,3 +185,21 @@ def test_the_command_line_prints_progress_lines_when_not_on_a_terminal(runner):
     assert len(lines) >= 3
     assert "mini-batches/s" in lines[-1] and "ETA" in lines[-1] and "/6 mini-batches" in lines[-1]
     assert "6 items succeeded, 0 failed" in done.stdout
+
+
+def test_a_file_name_that_is_not_utf8_is_escaped_in_every_log(runner):
+    runner.inputs.mkdir()
+    (runner.inputs / "caf\udce9.txt").write_text("x\n")  # the name's bytes: b"caf\xe9.txt"
+    script = runner.script("""
+        def run(mini_batch):
+            raise ValueError("bad " + mini_batch[0])
+    """)
+    result = runner.run(script, run_max_try=1)
+    assert result.totals.failed_items == 1
+    logs = runner.output / "logs"
+    for path in logs.rglob("*"):
+        if path.is_file():
+            path.read_text(encoding="utf-8")  # every log stays UTF-8
+    assert "caf\\xe9.txt" in (logs / "user/error.txt").read_text()
+    assert "\\xe9.txt" in (logs / "job_result.txt").read_text()
+    assert "caf\\xe9.txt" in (logs / "job_report.html").read_text()

@@ -34,8 +34,8 @@ class SlowListing(FileDataset):
     listed_at: float = 0.0
     fail_after: int | None = None
 
-    def iter_chunks(self, stats: bool = True):
-        for n, chunk in enumerate(super().iter_chunks(stats)):
+    def iter_chunks(self, stats: bool = True, note=lambda text: None):
+        for n, chunk in enumerate(super().iter_chunks(stats, note)):
             for position, path in enumerate(chunk):
                 if n or position:
                     time.sleep(LISTING_PAUSE)

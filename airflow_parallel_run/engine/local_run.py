@@ -27,7 +27,7 @@ from .. import logs
 from ..errors import StoreUnavailable
 from ..plan import JOB_FILE, JobPlan, MiniBatch, iter_plan
 from ..results import RESULTS_DIR, MiniBatchRecord
-from ..storage import local_path
+from ..storage import describe_os_error, local_path
 from ..thresholds import Totals
 from .feed import PlanFeed
 from .node import Node, NodeResult
@@ -174,6 +174,12 @@ class LocalRun:
             self.store_down = exc
             self.results[i] = NodeResult(i, Totals(), str(exc))
             self._abort()
+        except OSError as exc:  # a full disk: the job fails with one line that says so
+            why = describe_os_error(exc, self.job.location.display())
+            with contextlib.suppress(OSError):
+                self.job.location.append_text(logs.MASTER_ROLE, logs.line(
+                    f"node {i} failed: {why}\n{traceback.format_exc()}"))
+            self.results[i] = NodeResult(i, Totals(), f"node {i} failed: {why}")
         except Exception as exc:  # a bug of ours: the job fails with it, the others go on
             self.results[i] = NodeResult(i, Totals(),
                                          f"node {i} failed: {type(exc).__name__}: {exc}")

@@ -40,6 +40,8 @@ from .messages import (
 class ResultError(Exception):
     """run() returned something that cannot be counted against its mini-batch."""
 
+    retryable = False  # the same script returns the same type again: another try cannot help
+
 
 @dataclass
 class MiniBatchContext:
@@ -76,7 +78,27 @@ def _wants_context(run: Any) -> bool:
 
 
 def _is_dataframe(value: Any) -> bool:
-    return type(value).__module__.startswith("pandas") and hasattr(value, "to_csv")
+    return type(value).__module__.startswith("pandas") and hasattr(value, "columns")
+
+
+def _is_series(value: Any) -> bool:
+    return type(value).__module__.startswith("pandas") and type(value).__name__ == "Series"
+
+
+def _result_lines(result: Any) -> tuple[bytes, list[tuple[int, str]]]:
+    """A list result's output, one line per result; and the results left out (position,
+    ``str()``) because their text holds a line break (they would pass for several results)."""
+    text = "".join(f"{item}\n" for item in result)
+    if text.count("\n") == len(result) and "\r" not in text:  # the usual case, checked at once
+        return text.encode("utf-8", "backslashreplace"), []
+    lines, broken = [], []
+    for position, item in enumerate(result):
+        line = str(item)
+        if "\n" in line or "\r" in line:
+            broken.append((position, line))
+        else:
+            lines.append(f"{line}\n")
+    return "".join(lines).encode("utf-8", "backslashreplace"), broken
 
 
 def _dataframe_lines(frame: Any, separator: str) -> bytes:
@@ -104,25 +126,29 @@ def _dataframe_lines(frame: Any, separator: str) -> bytes:
     return frame.to_csv(header=False, index=False, sep=separator, lineterminator="\n").encode("utf-8")
 
 
-def encode_result(result: Any, spec: WorkerSpec) -> tuple[int, bytes, str | None]:
-    """(number of results, output bytes, DataFrame header line) of what run() returned."""
+def encode_result(result: Any,
+                  spec: WorkerSpec) -> tuple[int, bytes, str | None, list[tuple[int, str]]]:
+    """(number of results, output bytes, DataFrame header line, positions of the results left
+    out: see :func:`_result_lines`) of what run() returned. A pandas.Series is its values."""
+    if _is_series(result):
+        result = result.tolist()
     if _is_dataframe(result):
         header = None
         if spec.append_row_dataframe_header:
             header = spec.append_row_separator.join(str(c) for c in result.columns)
         if spec.output_action != "append_row" or len(result) == 0:
-            return len(result), b"", header
-        return len(result), _dataframe_lines(result, spec.append_row_separator), header
+            return len(result), b"", header, []
+        return len(result), _dataframe_lines(result, spec.append_row_separator), header, []
     if result is None or isinstance(result, str | bytes | dict) or not hasattr(result, "__len__"):
         raise ResultError(
             f"run() returned {type(result).__name__}"
             f"{'' if result is None else ' ' + repr(result)[:80]}: it must return a list, "
-            "a tuple or a pandas.DataFrame with one entry per input item"
+            "a tuple, a pandas.Series or a pandas.DataFrame with one entry per input item"
         )
     if spec.output_action != "append_row":
-        return len(result), b"", None
-    text = "".join(f"{item}\n" for item in result)
-    return len(result), text.encode("utf-8", "backslashreplace"), None
+        return len(result), b"", None, []
+    payload, broken = _result_lines(result)
+    return len(result), payload, None, broken
 
 
 class Worker:
@@ -246,15 +272,19 @@ class Worker:
             else:
                 result = self.run_fn(mini_batch)
             run_seconds = time.perf_counter() - started
-            count, payload, header = encode_result(result, spec)
-        except BaseException:
+            count, payload, header, broken = encode_result(result, spec)
+        except BaseException as exc:
             run_seconds = time.perf_counter() - started
             error = self._write_traceback(task)
-            self.conn.send(MiniBatchFailed(task.index, error, run_seconds, total=total))
+            self.conn.send(MiniBatchFailed(task.index, error, run_seconds, total=total,
+                                           retryable=not isinstance(exc, ResultError)))
             return
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+        if broken:
+            self._results_left_out(task, broken)
+            count -= len(broken)
         succeeded = min(count, total)
         warning = None
         if count > total:
@@ -266,6 +296,18 @@ class Worker:
         written = self.records.write(record, payload)
         self.conn.send(MiniBatchDone(task.index, total, succeeded, total - succeeded,
                                      run_seconds, warning, written))
+
+    def _results_left_out(self, task: RunMiniBatch, broken: list[tuple[int, str]]) -> None:
+        """One error event for the results of a mini-batch that held a line break."""
+        first, text = broken[0]
+        item = f" (item {task.items[first]!r})" if first < len(task.items) else ""
+        error = (f"ResultError: {len(broken)} result(s) of run() hold a line break, the first "
+                 f"at position {first}{item}: {text[:80]!r}; they are left out of the "
+                 "output and count as failed items (one line per result: remove line breaks, "
+                 "or return a pandas.DataFrame, written as quoted CSV)")
+        events.write_error(self.location, events.ErrorEvent.now(
+            self.spec.node_index, self.spec.ip, self.name, os.getpid(), self.masker.mask(error),
+            mini_batch=task.index, try_number=task.try_number))
 
     def shutdown(self) -> None:
         shutdown = getattr(self.module, "shutdown", None)

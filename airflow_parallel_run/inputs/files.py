@@ -11,7 +11,7 @@ import functools
 import glob
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -38,28 +38,91 @@ def _has_magic(path: str) -> bool:
 
 LIST_CHUNK = 10_000  # files per chunk of a listing
 
+Note = Callable[[str], None]
 
-def _walk_sorted(folder: str, stats: bool = True) -> Iterator[list[InputItem]]:
-    """The files under ``folder`` in sorted path order, in chunks of at most LIST_CHUNK
-    (a chunk per item would cost more than the listing itself). A folder's names are held
-    to sort them; their paths (and sizes) only a chunk at a time."""
-    files: list[str] = []
-    dirs: list[str] = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            (dirs if entry.is_dir() else files).append(entry.name)
-    files.sort()
-    dirs.sort()
-    prefix = os.path.join(folder, "")
-    start = 0
-    for sub in [*dirs, None]:  # interleave files and sub-folders as their sorted names come
-        # "d.csv" < "d/x": a folder sorts as its name and a slash, as full paths do
-        end = len(files) if sub is None else bisect.bisect_left(files, sub + "/", start)
-        for first in range(start, end, LIST_CHUNK):
-            yield _items(prefix, files[first:min(first + LIST_CHUNK, end)], stats)
-        start = end
-        if sub is not None:
-            yield from _walk_sorted(prefix + sub, stats)
+
+def _ignore(text: str) -> None:
+    pass
+
+
+class _Walk:
+    """How one local input is listed: links are followed, but never into a folder that is
+    already on the way down (a loop), nor, with ``inside``, anywhere outside the input's own
+    folder; what is not a regular file (a FIFO, a socket, a device, a broken link) is skipped,
+    as opening it could block for ever. Each skip is told to ``note`` with its reason."""
+
+    def __init__(self, root: str, stats: bool, inside: bool, note: Note) -> None:
+        self.stats = stats
+        self.note = note
+        self.root = os.path.realpath(root) if inside else None
+        self.ancestors: set[tuple[int, int]] = set()
+
+    def skip(self, path: str, why: str) -> None:
+        self.note(f"input {path!r} skipped: {why}")
+
+    def outside(self, path: str) -> bool:
+        if self.root is None:
+            return False
+        real = os.path.realpath(path)
+        return real != self.root and not real.startswith(os.path.join(self.root, ""))
+
+    def sort_entry(self, entry: os.DirEntry, files: list[str], dirs: list[str]) -> None:
+        try:
+            is_dir, is_file = entry.is_dir(), entry.is_file()
+        except OSError as exc:  # a link to itself (ELOOP), a folder we may not read
+            self.skip(entry.path, exc.strerror or str(exc))
+            return
+        if (is_dir or is_file) and entry.is_symlink() and self.outside(entry.path):
+            self.skip(entry.path, "a link to outside the input (links are followed only "
+                                  "inside it)")
+        elif is_dir:
+            dirs.append(entry.name)
+        elif is_file:
+            files.append(entry.name)
+        elif entry.is_symlink():
+            self.skip(entry.path, "a link to nothing")
+        else:
+            self.skip(entry.path, "not a regular file (a FIFO, socket or device is never read)")
+
+    def walk(self, folder: str) -> Iterator[list[Any]]:
+        """The files under ``folder`` in sorted path order, in chunks of at most LIST_CHUNK
+        (a chunk per item would cost more than the listing itself). A folder's names are held
+        to sort them; their paths (and sizes) only a chunk at a time."""
+        try:
+            st = os.stat(folder)
+        except OSError as exc:
+            raise InputError(f"input {folder!r}: cannot be listed ({exc.strerror or exc})") from None
+        key = (st.st_dev, st.st_ino)
+        if key in self.ancestors:
+            self.skip(folder, "a link to a folder above it (a loop: never followed)")
+            return
+        self.ancestors.add(key)
+        try:
+            yield from self._walk_in(folder)
+        finally:
+            self.ancestors.discard(key)
+
+    def _walk_in(self, folder: str) -> Iterator[list[Any]]:
+        files: list[str] = []
+        dirs: list[str] = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    self.sort_entry(entry, files, dirs)
+        except OSError as exc:
+            raise InputError(f"input {folder!r}: cannot be listed ({exc.strerror or exc})") from None
+        files.sort()
+        dirs.sort()
+        prefix = os.path.join(folder, "")
+        start = 0
+        for sub in [*dirs, None]:  # interleave files and sub-folders as their sorted names come
+            # "d.csv" < "d/x": a folder sorts as its name and a slash, as full paths do
+            end = len(files) if sub is None else bisect.bisect_left(files, sub + "/", start)
+            for first in range(start, end, LIST_CHUNK):
+                yield _items(prefix, files[first:min(first + LIST_CHUNK, end)], self.stats)
+            start = end
+            if sub is not None:
+                yield from self.walk(prefix + sub)
 
 
 def _items(prefix: str, names: list[str], stats: bool) -> list[Any]:
@@ -90,13 +153,22 @@ def _size_and_time(path: str, dir_fd: int | None = None) -> tuple[int, float]:
     return target.st_size, max(target.st_mtime, st.st_mtime)
 
 
-def _one(path: str, stats: bool = True) -> list[Any]:
+def _one(spec: str, path: str, stats: bool = True) -> list[Any]:
+    """A single named file; anything but a regular file is refused (opening a FIFO blocks)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputError(f"input {spec!r}: {path!r} cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"input {spec!r}: {path!r} is not a regular file or folder "
+                         "(a FIFO, socket or device is never read)")
     if not stats:
         return [path]
     return [InputItem(path, *_size_and_time(path))]
 
 
-def _list_local(spec: str, stats: bool = True) -> Iterator[list[InputItem]]:
+def _list_local(spec: str, stats: bool = True, inside: bool = False,
+                note: Note = _ignore) -> Iterator[list[Any]]:
     path = spec[len("file://"):] if spec.startswith("file://") else spec
     path = os.path.abspath(os.path.expanduser(path))
     if _has_magic(path):
@@ -105,13 +177,13 @@ def _list_local(spec: str, stats: bool = True) -> Iterator[list[InputItem]]:
             raise InputError(f"input {spec!r}: the pattern matches no file")
         for match in matches:
             if os.path.isdir(match):
-                yield from _walk_sorted(match, stats)
+                yield from _Walk(match, stats, inside, note).walk(match)
             else:
-                yield _one(match, stats)
+                yield _one(spec, match, stats)
     elif os.path.isdir(path):
-        yield from _walk_sorted(path, stats)
-    elif os.path.isfile(path):
-        yield _one(path, stats)
+        yield from _Walk(path, stats, inside, note).walk(path)
+    elif os.path.lexists(path):
+        yield _one(spec, path, stats)
     else:
         raise InputError(f"input {spec!r}: no such file or folder")
 
@@ -170,6 +242,8 @@ class FileDataset:
     name: str = "input"
     storage_options: dict[str, Any] = field(default_factory=dict)
     conn_id: str | None = None
+    # False: a link that leads outside the input's folder is skipped, not followed
+    follow_links_outside: bool = True
 
     kind = "files"
 
@@ -181,10 +255,13 @@ class FileDataset:
         name: str | None = None,
         storage_options: dict[str, Any] | None = None,
         conn_id: str | None = None,
+        follow_links_outside: bool = True,
     ) -> FileDataset:
         """Files from a path, folder, glob or list of them (fsspec URLs welcome).
 
-        A folder or glob is taken in sorted path order, a list in its own order.
+        A folder or glob is taken in sorted path order, a list in its own order. Links in a
+        folder are followed, but never round a loop; ``follow_links_outside=False`` skips
+        those leading outside the folder. What is not a regular file (a FIFO...) is skipped.
         """
         specs = [path] if isinstance(path, str | os.PathLike) else list(path)
         if not specs:
@@ -194,26 +271,26 @@ class FileDataset:
             if not isinstance(p, str) or not p:
                 raise InputError(f"FileDataset.from_files: {p!r} is not a path")
         return cls(paths=paths, name=name or "input", storage_options=dict(storage_options or {}),
-                   conn_id=conn_id)
+                   conn_id=conn_id, follow_links_outside=bool(follow_links_outside))
 
     @functools.cached_property
     def remote(self) -> bool:
         return any(is_remote(p) for p in self.paths)
 
-    def iter_items(self, stats: bool = True) -> Iterator[InputItem]:
-        """Every file, in input order, streamed.
+    def iter_items(self, stats: bool = True, note: Note = _ignore) -> Iterator[InputItem]:
+        """Every file, in input order, streamed; ``note`` hears of each path skipped, and why.
 
         ``stats=False`` skips each local file's stat (size -1, time 0): listing a folder of
         small files is then several times faster. Remote listings carry sizes and etags anyway.
         """
-        for chunk in self.iter_chunks(stats):
+        for chunk in self.iter_chunks(stats, note):
             if stats:
                 yield from chunk
             else:
                 yield from (item if isinstance(item, InputItem) else InputItem(item, -1, 0.0)
                             for item in chunk)
 
-    def iter_chunks(self, stats: bool = True) -> Iterator[list[Any]]:
+    def iter_chunks(self, stats: bool = True, note: Note = _ignore) -> Iterator[list[Any]]:
         """The same files as :meth:`iter_items`, a list at a time (cheaper per file).
 
         With ``stats=False`` a local file is just its path (a str); remote ones stay
@@ -223,9 +300,12 @@ class FileDataset:
             if is_remote(spec):
                 yield list(_list_remote(spec, self.storage_options))
             else:
-                yield from _list_local(spec, stats)
+                yield from _list_local(spec, stats, not self.follow_links_outside, note)
 
     def to_dict(self) -> dict[str, Any]:
         # storage_options may hold secrets: they are not part of a descriptor.
-        return {"kind": self.kind, "paths": list(self.paths), "name": self.name,
+        data: dict[str, Any] = {"kind": self.kind, "paths": list(self.paths), "name": self.name,
                 "conn_id": self.conn_id}
+        if not self.follow_links_outside:  # only when set: earlier plans keep their fingerprint
+            data["follow_links_outside"] = False
+        return data

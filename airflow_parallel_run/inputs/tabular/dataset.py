@@ -110,15 +110,15 @@ class TabularDataset:
                    storage_options=dict(storage_options or {}), conn_id=conn_id)
 
     @classmethod
-    def from_format(cls, fmt: str, path: PathSpec, *, name: str | None = None
-                    ) -> TabularDataset:
-        """Files of the format called ``fmt`` (one of :data:`FORMATS`), read with that
-        format's default options: what a command line's input type names."""
+    def from_format(cls, fmt: str, path: PathSpec, *, name: str | None = None,
+                    **options: Any) -> TabularDataset:
+        """Files of the format called ``fmt`` (one of :data:`FORMATS`), read with ``options``
+        (that format's constructor's) or its defaults: what a command line's input type names."""
         constructors = {"csv": cls.from_delimited_files, "parquet": cls.from_parquet_files,
                         "jsonl": cls.from_json_lines_files}
         if fmt not in constructors:
             raise InputError(f"TabularDataset format = {fmt!r}: must be one of {FORMATS}")
-        return constructors[fmt](path, name=name)
+        return constructors[fmt](path, name=name, **options)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any],
@@ -136,9 +136,11 @@ class TabularDataset:
     def remote(self) -> bool:
         return any(is_remote(p) for p in self.paths)
 
-    def iter_items(self) -> Iterator[InputItem]:
-        """Every file, in input order, streamed (as :meth:`FileDataset.iter_items`)."""
-        return FileDataset(self.paths, storage_options=self.storage_options).iter_items()
+    def iter_items(self, note: Note | None = None) -> Iterator[InputItem]:
+        """Every file, in input order, streamed (as :meth:`FileDataset.iter_items`: what is
+        not a regular file is skipped, told to ``note``)."""
+        files = FileDataset(self.paths, storage_options=self.storage_options)
+        return files.iter_items(note=note) if note else files.iter_items()
 
     def iter_pieces(self, target_bytes: int, *, note: Note | None = None) -> Iterator[TablePiece]:
         """Pieces of about ``target_bytes`` bytes each, in input order.
@@ -153,7 +155,7 @@ class TabularDataset:
         note = note or _log.info
         fmt = table_format(self.format)
         reference = None
-        for item in self.iter_items():
+        for item in self.iter_items(note):
             if reference is None and item.size > 0:
                 reference = item.path
             for piece in fmt.split(item, target_bytes, self.options, self.storage_options, note):

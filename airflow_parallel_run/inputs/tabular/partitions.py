@@ -39,6 +39,7 @@ _log = logging.getLogger(__package__)
 # Parts the partition planner reads key columns from (CSV and JSON lines; Parquet goes by
 # row group), and so the most a worker reads at once for a partition mini-batch.
 PARTITION_SCAN_BYTES = 32 * 1024**2
+_ROW = "__parallel_run_row"  # a column of row numbers, beside the key columns
 
 
 def partition_pieces(dataset: TabularDataset, keys: tuple[str, ...] | list[str], *,
@@ -111,7 +112,15 @@ class _Combinations:
 
     def add(self, part: TablePiece, table: pa.Table) -> None:
         """Count the rows of each combination in ``part``, whose key columns ``table`` holds."""
-        counts = table.group_by(self.columns, use_threads=False).aggregate([([], "count_all")])
+        import pyarrow as pa
+
+        # group_by's order of groups is not their first appearance (keys with nulls come out
+        # of order): each group's first row number puts them back in it.
+        rows = pa.array(range(table.num_rows), type=pa.int64())
+        counts = (table.select(self.columns).append_column(_ROW, rows)
+                  .group_by(self.columns, use_threads=False)
+                  .aggregate([([], "count_all"), (_ROW, "min")])
+                  .sort_by(f"{_ROW}_min"))
         for row in counts.to_pylist():
             value = {key: _json_value(row[column])
                      for key, column in zip(self.keys, self.columns, strict=True)}
