@@ -195,6 +195,8 @@ class Node:
             if self.cache is not None:
                 self.cache.stop_monitor()
             self.pool.kill_all()
+            if self.cache is not None:
+                self.cache.stop_pump()
             self.logs.close()
             self.outcomes.close()
             if self.cache_dir:

@@ -1,7 +1,6 @@
 """What a node keeps in its local cache folder once it has work, and how it starts workers.
 
-The folder (made and removed by the node) holds the workers' spec, the side inputs, the
-remote input files of running mini-batches and, for a remote output, the staging folder
+The folder (made and removed by the node) holds the side inputs, the remote input files of running mini-batches and, for a remote output, the staging folder
 of records and logs. The resource monitor samples the workers meanwhile.
 """
 
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 from .. import logs
 from ..inputs import SideInput
 from ..storage import LocalLocation
+from .log_pump import LogPump
 from .messages import WorkerSpec
 from .processes import WorkerProcess
 from .staging import Staging
@@ -30,7 +30,9 @@ class NodeCache:
         self.dir = cache_dir
         work = node_logs.stage_in(self.dir, process_names)
         self.staging = Staging(self.dir, spec.datasets, work, spec.output)
-        self.launcher = WorkerLauncher(spec, self.dir, work, len(process_names))
+        # with secrets, the workers' stdout and stderr are masked before they reach a file
+        self.pump = LogPump(node_logs.masker) if node_logs.masker else None
+        self.launcher = WorkerLauncher(spec, self.dir, work, len(process_names), self.pump)
         from ..monitor import ResourceMonitor
 
         self.monitor = ResourceMonitor(
@@ -41,34 +43,42 @@ class NodeCache:
     def stop_monitor(self) -> None:
         self.monitor.stop()
 
+    def stop_pump(self) -> None:
+        """Once every worker is gone: the last of their output, masked, into the logs."""
+        if self.pump is not None:
+            self.pump.stop()
+
 
 class WorkerLauncher:
-    """The pool's process factory: workers share one spec file and one environment."""
+    """The pool's process factory: workers share one spec and one environment."""
 
-    def __init__(self, spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> None:
+    def __init__(self, spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int,
+                 pump: LogPump | None = None) -> None:
         """``work`` holds the workers' output and logs; ``workers`` share the machine's cores."""
         self.spec = spec
         self.work = work
-        self.spec_path = write_worker_spec(spec, cache_dir, work, workers)
+        self.pump = pump
+        self.spec_json = worker_spec(spec, cache_dir, work, workers).to_json()
         self.env = worker_env(spec.config.environment_variables)
 
     def launch(self, name: str) -> WorkerProcess:
         ip = self.spec.ip
         return WorkerProcess(
-            name, self.spec_path,
+            name, self.spec_json,
             str(self.work.path(logs.user_stdout(ip, name))),
             str(self.work.path(logs.user_stderr(ip, name))),
-            cwd=self.spec.working_dir, env=self.env,
+            cwd=self.spec.working_dir, env=self.env, pump=self.pump,
         )
 
 
-def write_worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> str:
-    """Fetch the side inputs into ``cache_dir`` and write the workers' spec there; its path."""
+def worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> WorkerSpec:
+    """Fetch the side inputs into ``cache_dir``; the workers' spec (sent to each, never written:
+    it holds secrets and storage options)."""
     config = spec.config
     side_paths = {side.name: side.fetch(cache_dir) for side in spec.side_inputs}
     arguments = [side_paths[a.name] if isinstance(a, SideInput) else str(a)
                  for a in spec.arguments]
-    worker_spec = WorkerSpec(
+    made = WorkerSpec(
         entry_script=spec.entry_script, working_dir=spec.working_dir,
         arguments=arguments, output_root=str(work.root),
         output_action=config.output_action,
@@ -80,10 +90,7 @@ def write_worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, worke
                 for name, d in spec.datasets.items() if d.kind == "tabular"},
         arrow_threads=arrow_threads(config.environment_variables, workers),
     )
-    path = os.path.join(cache_dir, "worker_spec.json")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(worker_spec.to_json())
-    return path
+    return made
 
 
 def arrow_threads(environment_variables: dict[str, str], workers: int) -> int:
