@@ -1,7 +1,8 @@
 """What a node keeps in its local cache folder once it has work, and how it starts workers.
 
-The folder (made and removed by the node) holds the side inputs, the remote input files of running mini-batches and, for a remote output, the staging folder
-of records and logs. The resource monitor samples the workers meanwhile.
+The folder (made and removed by the node) holds the side inputs, the remote input files of
+running mini-batches and, for a remote output, the staging folder of records and logs. The
+resource monitor samples the workers meanwhile.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: in
     side_paths = {side.name: side.fetch(cache_dir) for side in spec.side_inputs}
     arguments = [side_paths[a.name] if isinstance(a, SideInput) else str(a)
                  for a in spec.arguments]
-    made = WorkerSpec(
+    return WorkerSpec(
         entry_script=spec.entry_script, working_dir=spec.working_dir,
         arguments=arguments, output_root=str(work.root),
         output_action=config.output_action,
@@ -90,7 +91,6 @@ def worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: in
                 for name, d in spec.datasets.items() if d.kind == "tabular"},
         arrow_threads=arrow_threads(config.environment_variables, workers),
     )
-    return made
 
 
 def arrow_threads(environment_variables: dict[str, str], workers: int) -> int:
