@@ -135,6 +135,7 @@ def test_a_killed_command_leaves_no_secret_in_the_output_or_the_temp_dir(tmp_pat
     while os.path.exists(f"/proc/{worker}") and time.monotonic() < deadline:
         time.sleep(0.05)  # the worker dies with the node
 
+    assert list(temp.glob("parallel-run-node*")), "the node's cache folder is not in TMPDIR"
     assert files_holding(SECRET, out, temp) == []
     assert all(m in user_logs(out) for m in masked), user_logs(out)
 
