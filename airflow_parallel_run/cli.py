@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-directory")
     p.add_argument("--environment-variable", action="append", default=[], metavar="NAME=VALUE",
                    dest="environment_variables")
+    p.add_argument("--secret-env", action="append", default=[], metavar="NAME",
+                   help="an environment variable holding a secret: the workers get it, every log "
+                        "masks its value; repeat for several")
     p.add_argument("--side-input", action="append", default=[], metavar="NAME=PATH")
     p.add_argument("--no-follow-outside", action="store_true",
                    help="skip links that lead outside an input folder (files input)")
@@ -93,6 +96,24 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
             raise ParallelRunError(f"{what} {value!r}: must be NAME=VALUE")
         pairs[name] = rest
     return pairs
+
+
+def secrets_from_args(ns: argparse.Namespace) -> list[str]:
+    """The values masked in every log: those of ``--secret-env`` variables, and those of
+    ``--environment-variable`` options whose name looks secret (``API_TOKEN``, ``PASSWORD``)."""
+    from .airflow.connections import secret_values  # no Airflow import: names only
+    from .masking import MIN_LENGTH
+
+    secrets = secret_values(_pairs(ns.environment_variables, "--environment-variable"))
+    for name in ns.secret_env:
+        value = os.environ.get(name)
+        if value is None:
+            raise ParallelRunError(f"--secret-env {name}: no environment variable {name} is set")
+        if len(value) < MIN_LENGTH:
+            raise ParallelRunError(f"--secret-env {name}: its value has fewer than {MIN_LENGTH} "
+                                   "characters, too short to be masked in the logs")
+        secrets.append(value)
+    return secrets
 
 
 def make_dataset(input_type: str, path: str, name: str, follow_outside: bool = True,
@@ -255,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         from .engine.job import run_job
 
         result = run_job(config, inputs, ns.output, arguments=script_args,
-                         side_inputs=side_inputs,
+                         side_inputs=side_inputs, secrets=secrets_from_args(ns),
                          on_plan=display.start if display else None, stop_event=stop,
                          stat_inputs=False)
     except ParallelRunError as exc:

@@ -225,20 +225,27 @@ class ResourceMonitor:
             self.work.append_text(rel, "".join(_csv_line(row) for row in rows))
 
 
-def process_table(redact: Callable[[str], str] | None = None) -> str:
+def process_table(redact: Callable[[str], str] | None = None, root: int | None = None) -> str:
     """This machine's processes, one line each, like ``ps -eo pid,ppid,user,%cpu,rss,stat,args``.
 
+    Only the job's own processes (``root``, this process by default, and its descendants) are
+    shown with their command lines, masked by ``redact``; any other is shown by its name: the
+    command lines of other users' processes, and their secrets, are none of the job's logs.
     %CPU is measured since the previous table (0.0 for a process seen for the first time).
     """
     lines = [f"# {logs.timestamp()} processes on {_hostname()}",
              f"{'PID':>8} {'PPID':>8} {'USER':<12} {'%CPU':>6} {'RSS_MB':>9} {'STATUS':<10} "
              "COMMAND"]
-    attrs = ["pid", "ppid", "username", "cpu_percent", "memory_info", "status", "cmdline", "name"]
-    for process in sorted(psutil.process_iter(attrs, ad_value=None), key=lambda p: p.pid):
-        info = process.info
-        command = " ".join(info["cmdline"] or []) or f"[{info['name'] or '?'}]"
-        if redact is not None:
-            command = redact(command)
+    attrs = ["pid", "ppid", "username", "cpu_percent", "memory_info", "status", "name"]
+    infos = [p.info for p in sorted(psutil.process_iter(attrs, ad_value=None), key=lambda p: p.pid)]
+    own = _tree_of(os.getpid() if root is None else root,
+                   [(i["pid"], i["ppid"]) for i in infos])
+    for info in infos:
+        command = f"[{info['name'] or '?'}]"
+        if info["pid"] in own:
+            command = _command_line(info["pid"]) or command
+            if redact is not None:
+                command = redact(command)
         command = _one_line(command)
         rss = f"{info['memory_info'].rss / MB:.1f}" if info["memory_info"] else "?"
         cpu = f"{info['cpu_percent']:.1f}" if info["cpu_percent"] is not None else "?"
@@ -246,6 +253,27 @@ def process_table(redact: Callable[[str], str] | None = None) -> str:
                      f"{(info['username'] or '?')[:12]:<12} {cpu:>6} {rss:>9} "
                      f"{info['status'] or '?':<10} {command[:COMMAND_WIDTH]}")
     return "\n".join(lines) + "\n"
+
+
+def _tree_of(root: int, parents: list[tuple[int, int | None]]) -> set[int]:
+    """``root`` and its descendants, from (pid, ppid) pairs."""
+    children: dict[int | None, list[int]] = {}
+    for pid, ppid in parents:
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return tree
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
 
 
 def _one_line(text: str) -> str:

@@ -30,7 +30,7 @@ from .config import ParallelRunConfig
 from .events import ErrorEvent, TryEvent, read_events
 from .plan import JOB_FILE, JobPlan, iter_plan, state_format_error
 from .progress import write_overview
-from .results import Records
+from .results import RESULTS_DIR, Records
 from .storage import OutputLocation, describe_os_error
 from .thresholds import Totals, final_verdict
 
@@ -122,8 +122,9 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     count = job_plan.mini_batch_count
     name = config.append_row_file_name
     tmp = location.local_temp(name) if config.output_action == "append_row" else None
+    ignored: list[str] = []
     try:
-        totals, missing = _count_and_assemble(location, count, tmp)
+        totals, missing = _count_and_assemble(location, count, tmp, ignored)
     except OSError as exc:
         if tmp is None:
             raise
@@ -133,7 +134,7 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
         tmp = None
         stop_reasons = [f"the output file cannot be written: "
                         f"{describe_os_error(exc, location.display(name))}", *stop_reasons]
-        totals, missing = _count_and_assemble(location, count, None)
+        totals, missing = _count_and_assemble(location, count, None, ignored)
     reason = next((r for r in stop_reasons if r), None)
     if reason is None and missing:
         reason = (f"{missing} of {count} mini-batches have no result: a node did "
@@ -144,6 +145,10 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     result = JobResult(reason is None, reason, totals, count, job_plan.item_count,
                        location.display(), output_file, missing, time.time() - job_plan.started,
                        job_plan.resumed)
+    for name in sorted(set(ignored)):
+        result.notes.append(f"{location.display(f'{RESULTS_DIR}/{name}')} ignored: "
+                            "this job did not write that record log")
+        location.append_text(logs.MASTER_ROLE, logs.line(f"WARNING {result.notes[-1]}"))
     try:
         write_final_logs(location, job_plan, result)
     except OSError as exc:  # a full disk: at least job_result.txt, if it still fits
@@ -160,13 +165,16 @@ def _remove_quietly(path: str) -> None:
 
 
 def _count_and_assemble(location: OutputLocation, count: int,
-                        tmp: str | None) -> tuple[Totals, int]:
+                        tmp: str | None, ignored: list[str] | None = None) -> tuple[Totals, int]:
     """Totals of the records and how many mini-batches have none; with ``tmp``, their output
-    lines appended there in index order (a DataFrame header once, before the first)."""
+    lines appended there in index order (a DataFrame header once, before the first).
+    ``ignored`` gets the record logs left out: this job did not write them."""
     totals = Totals()
     missing = 0
     header_written = False
     records = Records(location)
+    if ignored is not None:
+        ignored += records.ignored
     # a raw descriptor: the records' lines are appended by the kernel (Records.append_to)
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if tmp else None
     try:

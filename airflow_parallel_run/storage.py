@@ -217,6 +217,29 @@ def describe_os_error(exc: OSError, where: str) -> str:
     return f"{os.fsdecode(path)!r}: {exc.strerror or exc}"
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (another thread may be making files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def keep_files_owner_writable() -> None:
+    """From now on, files and folders this process makes (and the workers it starts) are never
+    writable by group or others, whatever the umask it was started with: another local user
+    must not be able to change a job's state, logs or output."""
+    mask = current_umask()
+    if mask & 0o022 != 0o022:
+        os.umask(mask | 0o022)
+
+
 def open_location(url: str, storage_options: dict[str, Any] | None = None) -> OutputLocation:
     """The output location of ``url``: a local folder or an fsspec store."""
     if not isinstance(url, str) or not url:

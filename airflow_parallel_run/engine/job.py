@@ -27,7 +27,14 @@ from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fi
 from ..reduce import JobResult, reduce_job, write_job_result
 from ..results import RESULTS_DIR, MiniBatchRecord
 from ..source import Manifest, job_manifest, manifest_hash, manifest_record, store_manifest
-from ..storage import STATE_DIR, is_remote_url, local_path, open_location
+from ..storage import (
+    STATE_DIR,
+    current_umask,
+    is_remote_url,
+    keep_files_owner_writable,
+    local_path,
+    open_location,
+)
 from ..thresholds import Totals, clear_counts
 from .checks import (
     check_inputs,
@@ -100,6 +107,7 @@ class Job:
         """``stat_inputs=False``: local input files are not stat'ed while planning (much faster
         for many small files); whether a resumed run's finished mini-batches still match their
         files is then checked by the node, from the sizes and times the workers recorded."""
+        keep_files_owner_writable()
         self.secrets = list(secrets)
         self.stat_inputs = stat_inputs
         self.config = config
@@ -297,8 +305,22 @@ def run_job(
 
     Raises ParallelRunError (ConfigError, InputError, EntryScriptError) on bad input, and
     StoreUnavailable when a store stopped answering for longer than the job waits (running
-    it again resumes).
+    it again resumes). The job's files are never group- or other-writable; the process's
+    umask is as it was after.
     """
+    umask = current_umask()
+    try:
+        return _run_job(config, inputs, output, arguments, side_inputs, on_plan, stop_event,
+                        output_storage_options, secrets, stat_inputs)
+    finally:
+        os.umask(umask)
+
+
+def _run_job(config: ParallelRunConfig, inputs: Sequence[Any], output: str,
+             arguments: Sequence[Any] | None, side_inputs: Sequence[SideInput] | None,
+             on_plan: Callable[[JobPlan, Progress], None] | None,
+             stop_event: threading.Event | None, output_storage_options: dict[str, Any] | None,
+             secrets: Sequence[str], stat_inputs: bool) -> JobResult:
     job = Job(config, inputs, output, arguments, side_inputs, output_storage_options, secrets,
               stat_inputs)
     check_node_machine(job.config)  # every node runs here

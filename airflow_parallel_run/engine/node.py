@@ -194,6 +194,7 @@ class Node:
             self.pool.kill_all()
             if self.cache is not None:
                 self.cache.close()
+                self.cache.stop_pump()
             # not to a store that stopped answering: that would wait for it again
             self.logs.close(publish=not isinstance(sys.exc_info()[1], StoreUnavailable))
             self.outcomes.close()

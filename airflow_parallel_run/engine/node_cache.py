@@ -1,8 +1,8 @@
 """What a node keeps in its local cache folder once it has work, and how it starts workers.
 
-The folder (made and removed by the node) holds the workers' spec, the side inputs, the
-remote input files of running mini-batches and, for a remote output, the staging folder
-of records and logs. The resource monitor samples the workers meanwhile.
+The folder (made and removed by the node) holds the side inputs, the remote input files of
+running mini-batches and, for a remote output, the staging folder of records and logs. The
+resource monitor samples the workers meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .. import logs
 from ..inputs import SideInput
 from ..storage import LocalLocation
+from .log_pump import LogPump
 from .messages import WorkerSpec
 from .processes import WorkerProcess
 from .reaper import TAG, ProcessTracker
@@ -32,7 +33,10 @@ class NodeCache:
         work = node_logs.stage_in(self.dir, process_names)
         self.staging = Staging(self.dir, spec.datasets, work, spec.output, node_logs.master)
         self.tracker = ProcessTracker(spec.output, spec.node_index)
-        self.launcher = WorkerLauncher(spec, self.dir, work, len(process_names), self.tracker)
+        # with secrets, the workers' stdout and stderr are masked before they reach a file
+        self.pump = LogPump(node_logs.masker) if node_logs.masker else None
+        self.launcher = WorkerLauncher(spec, self.dir, work, len(process_names), self.tracker,
+                                       self.pump)
         from ..monitor import ResourceMonitor
 
         self.monitor = ResourceMonitor(
@@ -45,41 +49,48 @@ class NodeCache:
         self.monitor.stop()
         self.tracker.end_all()
 
+    def stop_pump(self) -> None:
+        """Once every worker is gone: the last of their output, masked, into the logs."""
+        if self.pump is not None:
+            self.pump.stop()
+
 
 class WorkerLauncher:
-    """The pool's process factory: workers share one spec file and one environment."""
+    """The pool's process factory: workers share one spec and one environment."""
 
     def __init__(self, spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int,
-                 tracker: ProcessTracker) -> None:
+                 tracker: ProcessTracker, pump: LogPump | None = None) -> None:
         """``work`` holds the workers' output and logs; ``workers`` share the machine's cores;
-        ``tracker`` follows every process a worker starts."""
+        ``tracker`` follows every process a worker starts; ``pump`` masks their output."""
         self.spec = spec
         self.tracker = tracker
         self.work = work
-        self.spec_path = write_worker_spec(spec, cache_dir, work, workers)
+        self.pump = pump
+        self.spec_json = worker_spec(spec, cache_dir, work, workers).to_json()
         self.env = worker_env(spec.config.environment_variables)
 
     def launch(self, name: str) -> WorkerProcess:
         ip = self.spec.ip
         tag = self.tracker.new_tag()
         process = WorkerProcess(
-            name, self.spec_path,
+            name, self.spec_json,
             str(self.work.path(logs.user_stdout(ip, name))),
             str(self.work.path(logs.user_stderr(ip, name))),
-            cwd=self.spec.working_dir, env={**self.env, TAG: tag},
+            cwd=self.spec.working_dir, env={**self.env, TAG: tag}, pump=self.pump,
             on_killed=self.tracker.end_worker,
         )
         self.tracker.started(process.pid, tag)
         return process
 
 
-def write_worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> str:
-    """Fetch the side inputs into ``cache_dir`` and write the workers' spec there; its path."""
+def worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> WorkerSpec:
+    """Fetch the side inputs into ``cache_dir``; the workers' spec (sent to each, never written:
+    it holds secrets and storage options)."""
     config = spec.config
     side_paths = {side.name: side.fetch(cache_dir) for side in spec.side_inputs}
     arguments = [side_paths[a.name] if isinstance(a, SideInput) else str(a)
                  for a in spec.arguments]
-    worker_spec = WorkerSpec(
+    return WorkerSpec(
         entry_script=spec.entry_script, working_dir=spec.working_dir,
         arguments=arguments, output_root=str(work.root),
         output_action=config.output_action,
@@ -92,10 +103,6 @@ def write_worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, worke
         arrow_threads=arrow_threads(config.environment_variables, workers),
         memory_limit=config.worker_memory_limit,
     )
-    path = os.path.join(cache_dir, "worker_spec.json")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(worker_spec.to_json())
-    return path
 
 
 def arrow_threads(environment_variables: dict[str, str], workers: int) -> int:

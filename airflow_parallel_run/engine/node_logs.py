@@ -67,7 +67,7 @@ class NodeLogs:
             self.publish_logs()
 
     def master(self, text: str) -> None:
-        self.location.append_text(logs.MASTER_ROLE, logs.line(text))
+        self.location.append_text(logs.MASTER_ROLE, logs.line(self.masker.mask(text)))
 
     def warning(self, process: str, text: str) -> None:
         self._append_log(logs.sys_node_log(self.spec.ip, process), logs.line(f"WARNING {text}"))
@@ -87,7 +87,7 @@ class NodeLogs:
             path = self.work.path(rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = self._log_fds[rel] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(fd, text.encode("utf-8", "backslashreplace"))
+        os.write(fd, self.masker.mask(text).encode("utf-8", "backslashreplace"))
 
     def _close_logs(self) -> None:
         for fd in self._log_fds.values():
@@ -114,7 +114,8 @@ class NodeLogs:
                     details: str = "") -> None:
         """An error of a try (``task``), or of init() when there is no task."""
         events.write_error(self.work, events.ErrorEvent.now(
-            self.spec.node_index, self.spec.ip, process, pid, error, details,
+            self.spec.node_index, self.spec.ip, process, pid, self.masker.mask(error),
+            self.masker.mask(details),
             task.batch.index if task else None, task.try_number if task else None))
 
     def _fetch_earlier_logs(self, process_names: list[str]) -> None:

@@ -1,7 +1,9 @@
 """Starting a worker process, and killing it with every process it started.
 
 Each worker leads its own session (so its process group holds what it started), and is
-watched through a pidfd, so the node learns of its death at once, whatever killed it.
+watched through a pidfd, so the node learns of its death at once, whatever killed it. Its
+spec (secrets and storage options included) is the first message on its connection: it is
+never in a file.
 """
 
 from __future__ import annotations
@@ -17,29 +19,46 @@ from multiprocessing.connection import Connection
 
 import psutil
 
+from .log_pump import LogPump
+
+
+def _log_fd(path: str, pump: LogPump | None) -> int:
+    if pump is not None:
+        return pump.pipe_to(path)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
 
 class WorkerProcess:
     """One running worker: its process, its message connection and its pidfd."""
 
-    def __init__(self, name: str, spec_path: str, stdout_path: str, stderr_path: str,
-                 cwd: str, env: dict[str, str],
+    def __init__(self, name: str, spec_json: str, stdout_path: str, stderr_path: str,
+                 cwd: str, env: dict[str, str], pump: LogPump | None = None,
                  on_killed: Callable[[int], None] | None = None) -> None:
-        """``on_killed(pid)`` ends, once the worker is killed, what left its tree (reaper.py)."""
+        """``pump``: stdout and stderr go through it (masked) rather than straight to the files;
+        ``on_killed(pid)`` ends, once the worker is killed, what left its tree (reaper.py)."""
         self.name = name
         self.on_killed = on_killed
         parent_sock, child_sock = socket.socketpair()
         child_fd = child_sock.fileno()
         os.makedirs(os.path.dirname(stdout_path), exist_ok=True)
         os.makedirs(os.path.dirname(stderr_path), exist_ok=True)
-        with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
+        out, err = (_log_fd(path, pump) for path in (stdout_path, stderr_path))
+        try:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "airflow_parallel_run.engine.worker", spec_path, name,
+                [sys.executable, "-m", "airflow_parallel_run.engine.worker", name,
                  str(child_fd), str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
                 pass_fds=(child_fd,), start_new_session=True, close_fds=True,
             )
-        child_sock.close()
+        finally:
+            os.close(out)
+            os.close(err)
+            child_sock.close()
         self.conn = Connection(parent_sock.detach())
+        try:
+            self.conn.send_bytes(spec_json.encode("utf-8", "surrogateescape"))
+        except OSError:  # it died at once: the node sees its exit next
+            pass
         self.pid = self.popen.pid
         try:
             self.pidfd: int | None = os.pidfd_open(self.pid)

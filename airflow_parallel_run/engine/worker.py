@@ -1,7 +1,8 @@
 """A worker process: load the entry script, init() once, run() mini-batches, shutdown() at the end.
 
-Started by the node as ``python -m airflow_parallel_run.engine.worker SPEC NAME FD`` with its
-stdout and stderr already pointing at the user's log files. It never imports Airflow (nor
+Started by the node as ``python -m airflow_parallel_run.engine.worker NAME FD PARENT`` with
+its stdout and stderr already pointing at the user's log files (or at the node's log pump,
+which masks secrets); its spec is the first message on the connection ``FD``. It never imports Airflow (nor
 pandas, unless the script does). Timeouts are not handled here: the node kills the whole
 process group of a worker whose run() overstays.
 """
@@ -356,13 +357,13 @@ def _limit_memory(megabytes: int | None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    spec_path, name, fd, parent = argv[1], argv[2], int(argv[3]), int(argv[4])
+    name, fd, parent = argv[1], int(argv[2]), int(argv[3])
     _die_with_parent(parent)
-    with open(spec_path, encoding="utf-8") as handle:
-        spec = WorkerSpec.from_json(handle.read())
-    _limit_memory(spec.memory_limit)
     conn = Connection(fd)
     os.set_inheritable(fd, False)
+    # the spec holds secrets and storage options: it comes through the socket, never a file
+    spec = WorkerSpec.from_json(conn.recv_bytes().decode("utf-8", "surrogateescape"))
+    _limit_memory(spec.memory_limit)
     # Line-buffered so the user's prints are in the log even when run() hangs and is killed.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     worker = Worker(spec, name, conn)
