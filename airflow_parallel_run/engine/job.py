@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from .. import logs
 from ..config import ParallelRunConfig, check_arguments
 from ..errors import ConfigError
 from ..inputs import SideInput
+from ..leases import OutputInUse, OutputLock
 from ..logs import JOB_REPORT, JOB_RESULT, USER_ERROR_SUMMARY
 from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
 from ..reduce import JobResult, reduce_job, write_job_result
@@ -31,14 +33,19 @@ from ..thresholds import Totals, clear_counts
 from .checks import check_inputs, resolve_entry_script
 from .local_run import LocalRun, Progress
 from .node import Node, NodeResult, NodeSpec
+from .ownership import take_output
 
 __all__ = [
     "JOB_REPORT", "JOB_RESULT", "STATE_DIR", "USER_ERROR_SUMMARY",
     "AbortSwitch", "EarlierRun", "Job", "JobPlan", "JobResult", "MiniBatchRecord", "NodeResult",
-    "Progress", "Totals", "run_job",
+    "OutputInUse", "OutputLock", "Progress", "Totals", "run_job",
 ]
 
 RecordListener = Callable[[int, MiniBatchRecord], None]
+# How long the lock of a run made of several processes (Airflow tasks) holds without being
+# renewed: long enough for its next task to be scheduled, short enough that a crashed run
+# frees the output the same day.
+SHARED_LEASE_SECONDS = 30 * 60.0
 
 
 @dataclass
@@ -123,6 +130,20 @@ class Job:
         return script_fingerprint(ParallelRunConfig(entry_script=self.config.entry_script),
                                   self.script.path, source, [], self.location.display())
 
+    # -- the output's lock ----------------------------------------------------------------------
+
+    def hold_output(self, holder: str | None = None) -> OutputLock:
+        """Take the output's lock (:class:`OutputInUse` names a live holder otherwise).
+
+        ``holder=None``: this process alone is the run (``parallel-run``): its lock ends with
+        it. A ``holder`` names a run whose steps are processes one after the other (an Airflow
+        DAG run's step): each takes the lock again, and only its expiry frees it."""
+        if holder is None:
+            return take_output(self.location, f"parallel-run {uuid.uuid4().hex}",
+                               job=f"parallel-run {os.path.basename(self.script.path)}")
+        return take_output(self.location, holder, job=holder, ttl=SHARED_LEASE_SECONDS,
+                           pid_bound=False)
+
     # -- the steps ------------------------------------------------------------------------------
 
     def plan(self, on_batch: Callable[[MiniBatch], None] | None = None) -> JobPlan:
@@ -136,12 +157,15 @@ class Job:
             # node ran mini-batches as they were planned): they belong to no plan, and must not
             # pass for this run's results.
             location.remove(RESULTS_DIR)
+            self._clear_previous_result()  # no job to resume: a fresh run, whatever follows
         base = script_fingerprint(config, self.script.path,
                                   config.source_directory and self.script.working_dir,
                                   self.fingerprinted_arguments(), location.display())
         summary = plan_job(self.inputs, config, location, base, note=self._note,
                            stats=self.stat_inputs, on_batch=on_batch)
         resumed = adopt_plan(location, summary)
+        if not resumed:
+            self._clear_previous_result()
         clear_counts(location)
         node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
         self._note(
@@ -218,6 +242,25 @@ class Job:
             self.location.remove("logs")
         self.location.remove(STATE_DIR)
 
+    def _clear_previous_result(self) -> None:
+        """A fresh run: the previous job's output file and result go before any work starts,
+        so that a run stopped half way never leaves them to pass for its own."""
+        location = self.location
+        earlier = location.read_json(logs.JOB_RESULT_JSON) or {}
+        names = {self.config.append_row_file_name, logs.JOB_RESULT, logs.JOB_RESULT_JSON}
+        prefix = location.display("").rstrip("/") + "/"
+        output_file = earlier.get("output_file") if isinstance(earlier, dict) else None
+        if isinstance(output_file, str) and output_file.startswith(prefix):
+            rel = output_file[len(prefix):]  # a job with another append_row_file_name
+            if rel and not rel.startswith((STATE_DIR, "logs")):
+                names.add(rel)
+        gone = sorted(name for name in names if location.exists(name))
+        for name in gone:
+            location.remove(name)
+        if gone:
+            self._note("fresh run: removed the previous job's " + ", ".join(gone)
+                       + " before any work started")
+
     def _note(self, text: str) -> None:
         self.location.append_text(logs.MASTER_ROLE, logs.line(text))
 
@@ -262,11 +305,24 @@ def run_job(
 ) -> JobResult:
     """Plan, run every node on this machine (a thread each), reduce.
 
-    Raises ParallelRunError (ConfigError, InputError, EntryScriptError) on bad input.
+    Raises ParallelRunError (ConfigError, InputError, EntryScriptError) on bad input, and
+    OutputInUse when another live run holds the output.
     """
     job = Job(config, inputs, output, arguments, side_inputs, output_storage_options, secrets,
               stat_inputs)
     job.location.makedirs()  # a clear error (an output that is a file) before anything starts
+    # one live run per output: a second run (of this job or another) is refused before it
+    # touches anything there; each run is a holder of its own
+    lock = job.hold_output()
+    lock.start_renewing()
+    try:
+        return _run(job, on_plan, stop_event)
+    finally:
+        lock.release()
+
+
+def _run(job: Job, on_plan: Callable[[JobPlan, Progress], None] | None,
+         stop_event: threading.Event | None) -> JobResult:
     run = LocalRun(job)
     try:
         job_plan = job.plan(run.on_batch)

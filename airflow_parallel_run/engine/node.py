@@ -60,6 +60,7 @@ from .messages import (
 from .node_cache import NodeCache
 from .node_logs import NodeLogs
 from .outcomes import Listener, Outcomes
+from .ownership import node_temp_prefix
 from .pool import CLOSED, Killed, Slot, SlotState, Woken, WorkerPool
 from .processes import WorkerProcess
 from .resume import finished_earlier
@@ -217,7 +218,7 @@ class Node:
 
     def _start_workers(self, count: int) -> None:
         """The node's cache (the workers' spec, the resource monitor...), then the workers."""
-        self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{self.spec.node_index}-")
+        self.cache_dir = tempfile.mkdtemp(prefix=node_temp_prefix(self.spec.node_index))
         self.cache = NodeCache(self.spec, self.cache_dir, self.logs,
                                [slot.name for slot in self.pool.slots], self.pool.pids)
         for slot in self.pool.slots[:count]:
