@@ -107,16 +107,7 @@ class ParallelRunPlanner(_StepTask):
         self.log.info("settings: %s", ", ".join(f"{k}={v!r}" for k, v in settings.items()))
         output = step.output or default_output(ti.dag_id, step.name, ti.run_id)
         job = self._job(settings, output)
-        lock = self._hold(job, ti)  # kept when the planner ends: the reducer releases it
-        lock.start_renewing()
-        try:
-            job_plan = job.plan()
-        except BaseException as exc:
-            lock.release()  # no plan: no node and no reducer of this try will need it
-            if isinstance(exc, ParallelRunError):
-                raise _failed(step, exc) from None
-            raise
-        lock.stop_renewing()
+        job_plan = self._plan(job, ti)
         self.log.info("output: %s", job_plan.output)
         items = "" if job_plan.item_count is None else f"{job_plan.item_count} items in "
         self.log.info("planned %s%d mini-batches%s", items, job_plan.mini_batch_count,
@@ -127,12 +118,30 @@ class ParallelRunPlanner(_StepTask):
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
 
         step_plan.reused_from = self._reusable(job, step_plan.reuse_key, ti)
+        if step_plan.reused_from is None and not job_plan.resumed:
+            job.clear_previous_result()  # before any node runs
         ti.xcom_push(PLAN_KEY, step_plan.to_dict())
         if step_plan.reused_from is not None:
             if step_plan.reused_from["output"] != job.location.display():
                 job.clear_state()  # this run's plan is not needed
             return []  # no node runs; the reducer adopts the earlier result
         return [s.to_dict() for s in self._shards(job_plan, settings)]
+
+    def _plan(self, job: Job, ti: Any) -> JobPlan:
+        """The plan, made holding the output's lock; the lock is kept for the nodes and the
+        reducer (which releases it), but not when no plan was made."""
+        lock = self._hold(job, ti)
+        lock.start_renewing()
+        try:
+            # an earlier result in this output may be the one reused: cleared later if not
+            job_plan = job.plan(keep_previous_result=True)
+        except BaseException as exc:
+            lock.release()
+            if isinstance(exc, ParallelRunError):
+                raise _failed(self.step, exc) from None
+            raise
+        lock.stop_renewing()
+        return job_plan
 
     def _reusable(self, job: Job, key: str, ti: Any) -> dict[str, Any] | None:
         """A finished run's index entry whose result this run may take, else None."""

@@ -146,9 +146,12 @@ class Job:
 
     # -- the steps ------------------------------------------------------------------------------
 
-    def plan(self, on_batch: Callable[[MiniBatch], None] | None = None) -> JobPlan:
+    def plan(self, on_batch: Callable[[MiniBatch], None] | None = None,
+             keep_previous_result: bool = False) -> JobPlan:
         """List the inputs into a plan in the output location; resume an identical earlier run.
-        ``on_batch`` hears of each mini-batch as soon as it is planned."""
+        ``on_batch`` hears of each mini-batch as soon as it is planned. A fresh run removes
+        the previous job's result first (:meth:`clear_previous_result`), unless
+        ``keep_previous_result``: the caller does once it knows the result is not reused."""
         started = time.time()
         config, location = self.config, self.location
         location.makedirs()
@@ -157,15 +160,16 @@ class Job:
             # node ran mini-batches as they were planned): they belong to no plan, and must not
             # pass for this run's results.
             location.remove(RESULTS_DIR)
-            self._clear_previous_result()  # no job to resume: a fresh run, whatever follows
+            if not keep_previous_result:  # no job to resume: a fresh run, whatever follows
+                self.clear_previous_result()
         base = script_fingerprint(config, self.script.path,
                                   config.source_directory and self.script.working_dir,
                                   self.fingerprinted_arguments(), location.display())
         summary = plan_job(self.inputs, config, location, base, note=self._note,
                            stats=self.stat_inputs, on_batch=on_batch)
         resumed = adopt_plan(location, summary)
-        if not resumed:
-            self._clear_previous_result()
+        if not resumed and not keep_previous_result:
+            self.clear_previous_result()
         clear_counts(location)
         node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
         self._note(
@@ -242,7 +246,7 @@ class Job:
             self.location.remove("logs")
         self.location.remove(STATE_DIR)
 
-    def _clear_previous_result(self) -> None:
+    def clear_previous_result(self) -> None:
         """A fresh run: the previous job's output file and result go before any work starts,
         so that a run stopped half way never leaves them to pass for its own."""
         location = self.location
