@@ -60,6 +60,9 @@ class Lease:
     expires: float = 0.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)  # this taking of the lease
     job: str = ""  # a short description of what runs, for messages
+    # False for a holder whose tasks run in several processes one after the other (an
+    # Airflow DAG run): its taker's pid ending does not free the lease, only its expiry does.
+    pid_bound: bool = True
     v: int = LEASE_VERSION
 
     def to_json(self) -> bytes:
@@ -81,7 +84,7 @@ class Lease:
     def is_dead(self, now: float) -> bool:
         if self.expires < now:
             return True
-        if self.host != socket.gethostname():
+        if not self.pid_bound or self.host != socket.gethostname():
             return False
         started = _process_started(self.pid)
         return started is None or (started > 0 and abs(started - self.pid_started) > 1.0)
@@ -138,10 +141,11 @@ class OutputLock:
     """
 
     def __init__(self, location: OutputLocation, holder: str, job: str = "",
-                 ttl: float = DEFAULT_TTL) -> None:
+                 ttl: float = DEFAULT_TTL, pid_bound: bool = True) -> None:
         self.location = location
         self.ttl = ttl
-        self.lease = Lease(holder, pid_started=_process_started(os.getpid()) or 0.0, job=job)
+        self.lease = Lease(holder, pid_started=_process_started(os.getpid()) or 0.0, job=job,
+                           pid_bound=pid_bound)
         self.previous: Lease | None = None  # a dead holder's lease this one replaced
         self.atomic = True
         self._stop = threading.Event()
@@ -231,10 +235,15 @@ class OutputLock:
         self._thread = threading.Thread(target=renew, name="output-lock", daemon=True)
         self._thread.start()
 
-    def release(self) -> None:
+    def stop_renewing(self) -> None:
+        """Stop the renewing thread and keep the lease: another process of the same holder
+        (the next Airflow task of the run) takes it on."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+    def release(self) -> None:
+        self.stop_renewing()
         current = self.read()
         if current is not None and current.holder == self.lease.holder:
             self.location.remove(LOCK)

@@ -455,7 +455,9 @@ class LocalLocation(OutputLocation):
     def local_temp(self, rel: str) -> str:
         target = self.path(rel)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return str(target.with_name(f".{_fitting(target.name, 255 - 14)}.{os.urandom(4).hex()}.tmp"))
+        # named after the pid: a later run removes it once this process is dead (engine/ownership.py)
+        return str(target.with_name(
+            f".{_fitting(target.name, 255 - 24)}.{os.getpid()}-{os.urandom(4).hex()}.tmp"))
 
     def put_file(self, local: str, rel: str) -> None:
         target = self.path(rel)
@@ -574,8 +576,9 @@ class RemoteLocation(OutputLocation):
     def local_temp(self, rel: str) -> str:
         import tempfile
 
-        fd, path = tempfile.mkstemp(prefix="parallel-run-",
-                                   suffix="-" + _fitting(rel.rsplit("/", 1)[-1], 255 - 30))
+        # named after the pid: a later run removes it once this process is dead (engine/ownership.py)
+        fd, path = tempfile.mkstemp(prefix=f"parallel-run-{os.getpid()}-",
+                                    suffix="-" + _fitting(rel.rsplit("/", 1)[-1], 255 - 40))
         os.close(fd)
         return path
 

@@ -85,6 +85,17 @@ def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     assert lock.previous is not None and lock.previous.holder == "killed-job"
 
 
+def test_a_lock_not_bound_to_its_pid_holds_after_its_process_ends(tmp_path):
+    code = ("import sys; from airflow_parallel_run.leases import OutputLock; "
+            "from airflow_parallel_run.storage import LocalLocation; "
+            "OutputLock(LocalLocation(sys.argv[1]), 'dag run', ttl=3600, pid_bound=False).acquire()")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+
+    with pytest.raises(OutputInUse):
+        OutputLock(LocalLocation(str(tmp_path)), "another job").acquire()
+    OutputLock(LocalLocation(str(tmp_path)), "dag run", pid_bound=False).acquire()
+
+
 def test_renewing_pushes_the_expiry_and_notices_a_lost_lock(tmp_path):
     location = LocalLocation(str(tmp_path))
     lock = OutputLock(location, "job-a", ttl=30)

@@ -26,6 +26,7 @@ from ..engine.job import (
     JobResult,
     MiniBatchRecord,
     NodeResult,
+    OutputLock,
     Totals,
 )
 from ..errors import ParallelRunError
@@ -73,6 +74,15 @@ class _StepTask(BaseOperator):
         except ParallelRunError as exc:
             raise _failed(self.step, exc) from None
 
+    def _hold(self, job: Job, ti: Any) -> OutputLock:
+        """The output's lock, held by this DAG run's step: its planner, nodes and reducer
+        (and their retries, and a clear of the run) share it; another run is refused."""
+        holder = f"Airflow dag {ti.dag_id} run {ti.run_id} step {self.step.name}"
+        try:
+            return job.hold_output(holder)
+        except ParallelRunError as exc:
+            raise _failed(self.step, exc) from None
+
 
 class ParallelRunPlanner(_StepTask):
     """Render the settings, list the inputs into a plan, decide reuse, hand out shards.
@@ -96,14 +106,11 @@ class ParallelRunPlanner(_StepTask):
         settings = rendered_settings(config)
         self.log.info("settings: %s", ", ".join(f"{k}={v!r}" for k, v in settings.items()))
         output = step.output or default_output(ti.dag_id, step.name, ti.run_id)
-        try:
-            job = step.job(settings, output)
-            if step.allow_reuse:
-                index = ReuseIndex(output_root(), step.output_options())
-                job.offer_source(index.last_source(ti.dag_id, step.name))
-            job_plan = job.plan()
-        except ParallelRunError as exc:
-            raise _failed(step, exc) from None
+        job = self._job(settings, output)
+        if step.allow_reuse:
+            index = ReuseIndex(output_root(), step.output_options())
+            job.offer_source(index.last_source(ti.dag_id, step.name))
+        job_plan = self._plan(job, ti)
         self.log.info("output: %s", job_plan.output)
         items = "" if job_plan.item_count is None else f"{job_plan.item_count} items in "
         self.log.info("planned %s%d mini-batches%s", items, job_plan.mini_batch_count,
@@ -114,12 +121,30 @@ class ParallelRunPlanner(_StepTask):
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
 
         step_plan.reused_from = self._reusable(job, step_plan.reuse_key, ti)
+        if step_plan.reused_from is None and not job_plan.resumed:
+            job.clear_previous_result()  # before any node runs
         ti.xcom_push(PLAN_KEY, step_plan.to_dict())
         if step_plan.reused_from is not None:
             if step_plan.reused_from["output"] != job.location.display():
                 job.clear_state()  # this run's plan is not needed
             return []  # no node runs; the reducer adopts the earlier result
         return [s.to_dict() for s in self._shards(job_plan, settings)]
+
+    def _plan(self, job: Job, ti: Any) -> JobPlan:
+        """The plan, made holding the output's lock; the lock is kept for the nodes and the
+        reducer (which releases it), but not when no plan was made."""
+        lock = self._hold(job, ti)
+        lock.start_renewing()
+        try:
+            # an earlier result in this output may be the one reused: cleared later if not
+            job_plan = job.plan(keep_previous_result=True)
+        except BaseException as exc:
+            lock.release()
+            if isinstance(exc, ParallelRunError):
+                raise _failed(self.step, exc) from None
+            raise
+        lock.stop_renewing()
+        return job_plan
 
     def _reusable(self, job: Job, key: str, ti: Any) -> dict[str, Any] | None:
         """A finished run's index entry whose result this run may take, else None."""
@@ -210,11 +235,15 @@ class ParallelRunNode(_StepTask):
         if ti.try_number > 1:
             self.log.info("try %d: mini-batches that already have a result are not run again",
                           ti.try_number)
+        lock = self._hold(job, ti)
+        lock.start_renewing()
         try:  # settings this machine cannot run (more processes than its CPUs allow)
             result = job.run_node(job_plan, shard.node_index, on_record=progress,
                                   on_tick=progress.tick, abort=self._abort)
         except ParallelRunError as exc:
             raise _failed(self.step, exc) from None
+        finally:
+            lock.stop_renewing()
         progress.write()
         ti.xcom_push(NODE_RESULT_KEY, result.to_dict())
         if result.stop_reason:
@@ -257,7 +286,14 @@ class ParallelRunReducer(_StepTask):
                                        "reduce (see the planner's log)")
         job_plan = JobPlan.from_dict(step_plan.job)
         job = self._job(step_plan.settings, job_plan.output)
+        lock = self._hold(job, ti)
+        try:
+            return self._reduce(job, job_plan, step_plan, context)
+        finally:
+            lock.release()  # the step ends here, whatever its outcome
 
+    def _reduce(self, job: Job, job_plan: JobPlan, step_plan: Any, context: Any) -> dict[str, Any]:
+        step, ti = self.step, context["ti"]
         if job_plan.mini_batch_count == 0:
             job.reduce(job_plan, [])  # writes logs/job_result.txt: nothing to do
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")

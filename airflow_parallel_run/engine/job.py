@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from .. import logs
 from ..config import ParallelRunConfig, check_arguments
 from ..errors import ConfigError
 from ..inputs import SideInput
+from ..leases import OutputInUse, OutputLock
 from ..logs import JOB_REPORT, JOB_RESULT, USER_ERROR_SUMMARY
 from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
 from ..reduce import JobResult, reduce_job, write_job_result
@@ -45,15 +47,20 @@ from .checks import (
 )
 from .local_run import LocalRun, Progress
 from .node import Node, NodeResult, NodeSpec
+from .ownership import take_output
 from .reaper import end_leftovers
 
 __all__ = [
     "JOB_REPORT", "JOB_RESULT", "STATE_DIR", "USER_ERROR_SUMMARY",
     "AbortSwitch", "EarlierRun", "Job", "JobPlan", "JobResult", "MiniBatchRecord", "NodeResult",
-    "Progress", "Totals", "run_job",
+    "OutputInUse", "OutputLock", "Progress", "Totals", "run_job",
 ]
 
 RecordListener = Callable[[int, MiniBatchRecord], None]
+# How long the lock of a run made of several processes (Airflow tasks) holds without being
+# renewed: long enough for its next task to be scheduled, short enough that a crashed run
+# frees the output the same day.
+SHARED_LEASE_SECONDS = 30 * 60.0
 
 
 @dataclass
@@ -163,11 +170,28 @@ class Job:
         they were, so that files the script made since do not make the folder another one."""
         self._offered_manifest = record
 
+    # -- the output's lock ----------------------------------------------------------------------
+
+    def hold_output(self, holder: str | None = None) -> OutputLock:
+        """Take the output's lock (:class:`OutputInUse` names a live holder otherwise).
+
+        ``holder=None``: this process alone is the run (``parallel-run``): its lock ends with
+        it. A ``holder`` names a run whose steps are processes one after the other (an Airflow
+        DAG run's step): each takes the lock again, and only its expiry frees it."""
+        if holder is None:
+            return take_output(self.location, f"parallel-run {uuid.uuid4().hex}",
+                               job=f"parallel-run {os.path.basename(self.script.path)}")
+        return take_output(self.location, holder, job=holder, ttl=SHARED_LEASE_SECONDS,
+                           pid_bound=False)
+
     # -- the steps ------------------------------------------------------------------------------
 
-    def plan(self, on_batch: Callable[[MiniBatch], None] | None = None) -> JobPlan:
+    def plan(self, on_batch: Callable[[MiniBatch], None] | None = None,
+             keep_previous_result: bool = False) -> JobPlan:
         """List the inputs into a plan in the output location; resume an identical earlier run.
-        ``on_batch`` hears of each mini-batch as soon as it is planned."""
+        ``on_batch`` hears of each mini-batch as soon as it is planned. A fresh run removes
+        the previous job's result first (:meth:`clear_previous_result`), unless
+        ``keep_previous_result``: the caller does once it knows the result is not reused."""
         started = time.time()
         config, location = self.config, self.location
         location.makedirs()
@@ -176,6 +200,8 @@ class Job:
             # node ran mini-batches as they were planned): they belong to no plan, and must not
             # pass for this run's results.
             location.remove(RESULTS_DIR)
+            if not keep_previous_result:  # no job to resume: a fresh run, whatever follows
+                self.clear_previous_result()
         manifest = self.source_manifest()
         base = script_fingerprint(config, self.script.path, manifest_hash(manifest),
                                   self.fingerprinted_arguments())
@@ -183,6 +209,8 @@ class Job:
                            stats=self.stat_inputs, on_batch=on_batch)
         resumed = adopt_plan(location, summary)
         store_manifest(location, self.script.working_dir, manifest)
+        if not resumed and not keep_previous_result:
+            self.clear_previous_result()
         clear_counts(location)
         node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
         self._note(
@@ -259,6 +287,25 @@ class Job:
             self.location.remove("logs")
         self.location.remove(STATE_DIR)
 
+    def clear_previous_result(self) -> None:
+        """A fresh run: the previous job's output file and result go before any work starts,
+        so that a run stopped half way never leaves them to pass for its own."""
+        location = self.location
+        earlier = location.read_json(logs.JOB_RESULT_JSON) or {}
+        names = {self.config.append_row_file_name, logs.JOB_RESULT, logs.JOB_RESULT_JSON}
+        prefix = location.display("").rstrip("/") + "/"
+        output_file = earlier.get("output_file") if isinstance(earlier, dict) else None
+        if isinstance(output_file, str) and output_file.startswith(prefix):
+            rel = output_file[len(prefix):]  # a job with another append_row_file_name
+            if rel and not rel.startswith((STATE_DIR, "logs")):
+                names.add(rel)
+        gone = sorted(name for name in names if location.exists(name))
+        for name in gone:
+            location.remove(name)
+        if gone:
+            self._note("fresh run: removed the previous job's " + ", ".join(gone)
+                       + " before any work started")
+
     def _note(self, text: str) -> None:
         self.location.append_text(logs.MASTER_ROLE, logs.line(text))
 
@@ -303,10 +350,10 @@ def run_job(
 ) -> JobResult:
     """Plan, run every node on this machine (a thread each), reduce.
 
-    Raises ParallelRunError (ConfigError, InputError, EntryScriptError) on bad input, and
-    StoreUnavailable when a store stopped answering for longer than the job waits (running
-    it again resumes). The job's files are never group- or other-writable; the process's
-    umask is as it was after.
+    Raises ParallelRunError on bad input (ConfigError, InputError, EntryScriptError) and when
+    another live run holds the output (OutputInUse); StoreUnavailable when a store stopped
+    answering for longer than the job waits (running it again resumes). The job's files are
+    never group- or other-writable; the process's umask is as it was after.
     """
     umask = current_umask()
     try:
@@ -325,7 +372,19 @@ def _run_job(config: ParallelRunConfig, inputs: Sequence[Any], output: str,
               stat_inputs)
     check_node_machine(job.config)  # every node runs here
     job.location.makedirs()  # a clear error (an output that is a file) before anything starts
-    end_leftovers(job.location)  # what a run of this job killed -9 left running
+    # one live run per output: a second run (of this job or another) is refused before it
+    # touches anything there; each run is a holder of its own
+    lock = job.hold_output()
+    lock.start_renewing()
+    try:
+        end_leftovers(job.location)  # what a run of this job killed -9 left running
+        return _run(job, on_plan, stop_event)
+    finally:
+        lock.release()
+
+
+def _run(job: Job, on_plan: Callable[[JobPlan, Progress], None] | None,
+         stop_event: threading.Event | None) -> JobResult:
     run = LocalRun(job)
     try:
         job_plan = job.plan(run.on_batch)

@@ -55,6 +55,7 @@ from .feed import PlanFeed
 from .node_cache import NodeCache
 from .node_logs import NodeLogs
 from .outcomes import Listener, Outcomes
+from .ownership import node_temp_prefix
 from .pool import CLOSED, Slot, SlotState, Woken, WorkerPool
 from .processes import WorkerProcess
 from .reaper import end_leftovers
@@ -219,7 +220,7 @@ class Node:
     def _start_workers(self, count: int) -> None:
         """The node's cache (the workers' spec, the resource monitor...), then the workers."""
         end_leftovers(self.location, self.spec.node_index)  # of a run of this node killed -9
-        self.cache_dir = tempfile.mkdtemp(prefix=f"parallel-run-node{self.spec.node_index}-")
+        self.cache_dir = tempfile.mkdtemp(prefix=node_temp_prefix(self.spec.node_index))
         self.cache = NodeCache(self.spec, self.cache_dir, self.logs,
                                [slot.name for slot in self.pool.slots], self.pool.pids)
         for slot in self.pool.slots[:count]:

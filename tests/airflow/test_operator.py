@@ -7,11 +7,15 @@ one module share only the metadata database.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
 import psutil
 from airflow_runs import AirflowHome, make_files
+
+from airflow_parallel_run.leases import OutputLock
+from airflow_parallel_run.storage import LocalLocation
 
 
 def test_step_runs_planner_mapped_nodes_and_reducer(airflow_home: AirflowHome, tmp_path: Path):
@@ -189,6 +193,33 @@ def test_a_changed_input_file_means_a_fresh_run(airflow_home: AirflowHome, tmp_p
     assert "reuse: MISS: the inputs changed" in run.task_log("planner")
     assert "f003.txt: ok changed" in run.output_lines()
     assert len(run.calls()) == 3  # computed again
+
+
+def test_a_planner_finding_the_output_held_by_another_live_job_fails_naming_it(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok a", "ok b"])
+    held = OutputLock(LocalLocation(str(tmp_path / "fixed_out")), "another job", ttl=600)
+    held.acquire()
+
+    run = airflow_home.dags_test("prt_fixed_output", tmp_path)
+
+    assert run.state == "failed"
+    assert run.states("planner") == ["failed"]
+    assert (f"output folder in use by {socket.gethostname()} pid {os.getpid()} since "
+            in run.task_log("planner"))
+    assert held.read().holder == "another job"
+    assert not (tmp_path / "fixed_out" / ".parallel_run").exists()  # nothing planned there
+
+
+def test_a_finished_run_leaves_its_fixed_output_free_for_the_next(
+        airflow_home: AirflowHome, tmp_path: Path):
+    expected = make_files(tmp_path / "input", ["ok a", "ok b"])
+
+    run = airflow_home.dags_test("prt_fixed_output", tmp_path)
+
+    assert run.state == "success"
+    assert (tmp_path / "fixed_out" / "parallel_run_step.txt").read_text().splitlines() == expected
+    assert not (tmp_path / "fixed_out" / ".parallel_run.lock").exists()
 
 
 def test_a_changed_config_value_means_a_fresh_run(airflow_home: AirflowHome, tmp_path: Path):

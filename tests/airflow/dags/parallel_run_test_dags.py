@@ -53,6 +53,11 @@ with DAG("prt_node_timeout", schedule=None, params=PARAMS):
     ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
                         execution_timeout=timedelta(seconds=8))
 
+# One output folder for every run of the DAG: one live run in it at a time.
+with DAG("prt_fixed_output", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
+                        output=os.path.join(DATA, "fixed_out"))
+
 # For the runs with real services: a node task that dies is retried, and resumes.
 with DAG("prt_services", schedule=None, params=PARAMS):
     ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
