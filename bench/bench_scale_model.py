@@ -438,18 +438,36 @@ def parquet_probe(folder: str, output: str) -> None:
                       "plan_bytes": plan_bytes}))
 
 
-def parquet_on_s3(folder: Path, files: int) -> tuple[Counter[tuple[str, str]], dict[str, Any]]:
-    """Plan ``files`` of the sample from moto through the counting proxy: requests per footer."""
+def big_parquet() -> Path:
+    """DATA/scale-big.parquet: one file of 77 MB (8 uncompressed random int64 columns,
+    8 row groups of 125,000 rows), made once: what a footer read costs in a big file."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = DATA / "scale-big.parquet"
+    if not path.exists():
+        numbers = np.random.default_rng(0)
+        table = pa.table({f"c{c}": numbers.integers(0, 2**62, 1_000_000) for c in range(8)})
+        pq.write_table(table, f"{path}.tmp", row_group_size=125_000, compression="none")
+        os.replace(f"{path}.tmp", path)
+    return path
+
+
+def parquet_on_s3(paths: list[Path]) -> tuple[Counter[tuple[str, str]], Counter[str]]:
+    """Plan ``paths`` from moto through the counting proxy: requests and bytes read."""
     server, port = start_moto()
     proxy = CountingProxy(port)
     try:
         client = s3_client(f"http://127.0.0.1:{port}")
         client.create_bucket(Bucket=BUCKET)
-        for path in sorted(folder.iterdir())[:files]:
+        for path in paths:
             client.upload_file(str(path), BUCKET, f"in-parquet/{path.name}")
         os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": proxy.endpoint})
-        got = plan_in_subprocess("parquet", f"s3://{BUCKET}/in-parquet")
-        return proxy.take(), got
+        proxy.take()
+        plan_in_subprocess("parquet", f"s3://{BUCKET}/in-parquet")
+        received = proxy.take_received()
+        return proxy.take(), received
     finally:
         for name in (*S3_ENV, "AWS_ENDPOINT_URL"):
             os.environ.pop(name, None)
@@ -472,8 +490,13 @@ def measure_parquet() -> dict[str, Any]:
         print(f"  {groups:>2} row groups per file: {got[groups]['mini_batches']:,} mini-batches, "
               f"plan {got[groups]['plan_bytes']:,} bytes, peak RSS {got[groups]['peak_mb']:.0f} "
               f"MB, {got[groups]['seconds']:.2f} s; footer {footer:,} bytes per file", flush=True)
-    requests, remote = parquet_on_s3(parquet_sample(4), 50)
-    print(f"  on S3 (50 files of 4 row groups): {dict(requests)}; {remote['seconds']:.2f} s")
+    requests, received = parquet_on_s3(sorted(parquet_sample(4).iterdir())[:50])
+    print(f"  on S3, 50 of the files of 4 row groups: {dict(requests)}, "
+          f"{received['input']:,} bytes read")
+    big = big_parquet()
+    big_requests, big_received = parquet_on_s3([big])
+    print(f"  on S3, one file of {big.stat().st_size / 2**20:.0f} MB in 8 row groups: "
+          f"{dict(big_requests)}, {big_received['input']:,} bytes read")
     return parquet_model(got, requests, 50)
 
 

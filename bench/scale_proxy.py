@@ -41,7 +41,8 @@ def area_of(rel: str) -> str:
 
 
 class CountingProxy(ThreadingHTTPServer):
-    """Listens on a loopback port; ``counts[(method, area)]`` is the number of requests."""
+    """Listens on a loopback port; ``counts[(method, area)]`` is the number of requests,
+    ``received[area]`` the bytes of the answers' bodies."""
 
     daemon_threads = True
 
@@ -49,6 +50,7 @@ class CountingProxy(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Forward)
         self.upstream_port = upstream_port
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.received: Counter[str] = Counter()
         self.lock = threading.Lock()
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -60,9 +62,16 @@ class CountingProxy(ThreadingHTTPServer):
         """The counts so far, and start again from zero."""
         with self.lock:
             counts, self.counts = self.counts, Counter()
+            self.received = Counter()
         return counts
 
-    def tally(self, method: str, target: str) -> None:
+    def take_received(self) -> Counter[str]:
+        """The answers' body bytes so far, by area (:meth:`take` clears them too)."""
+        with self.lock:
+            received, self.received = self.received, Counter()
+        return received
+
+    def tally(self, method: str, target: str, size: int = 0) -> None:
         url = urlsplit(target)
         _, _, key = unquote(url.path).lstrip("/").partition("/")
         query = parse_qs(url.query)
@@ -71,6 +80,7 @@ class CountingProxy(ThreadingHTTPServer):
         kind = "LIST" if method == "GET" and not key else method
         with self.lock:
             self.counts[(kind, area_of(rel))] += 1
+            self.received[area_of(rel)] += size
 
 
 class _Forward(BaseHTTPRequestHandler):
@@ -103,7 +113,7 @@ class _Forward(BaseHTTPRequestHandler):
             upstream.request(self.command, self.path, body=body, headers=headers)
             response = upstream.getresponse()
             data = response.read()
-            self.server.tally(self.command, self.path)
+            self.server.tally(self.command, self.path, len(data))
             self.send_response_only(response.status, response.reason)
             for name, value in response.getheaders():
                 if name.lower() not in _HOP:
