@@ -11,8 +11,8 @@ Four measurements, each a small real run, then the model they give for big jobs:
 3. ``listing`` - planning time and peak memory for 1M and 10M files from a synthetic listing
    (no files: generated paths, sizes and etags), each in a fresh process (peak RSS: VmHWM).
 4. ``parquet`` - the planner's cost per Parquet footer and per row group, on local samples of
-   200 files (4 and 16 row groups, 20 columns), and the requests per footer on S3;
-   extrapolated to 1 TB.
+   200 files (4 and 16 row groups, 20 columns), and the requests and bytes per footer on S3
+   (50 of those files, and one file of 77 MB); extrapolated to 1 TB.
 
 Counts (rows, bytes, requests, objects, MB) are the results; times are printed with the
 load average, as the machine may be shared.
