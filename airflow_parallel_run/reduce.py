@@ -169,6 +169,10 @@ def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobRes
     events = read_events(location)
     for note in events.notes:
         location.append_text(logs.MASTER_ROLE, logs.line(f"reducer: {note}"))
+    if job_plan.node_count > 1:
+        sharing = sharing_note(location, events.sorted_tries())
+        result.notes.append(sharing)
+        location.append_text(logs.MASTER_ROLE, logs.line(f"reducer: {sharing}"))
     errors = events.sorted_errors()
     groups = write_error_summary(location, errors)
     write_processed_mini_batches(location, events.sorted_tries())
@@ -177,6 +181,20 @@ def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobRes
     write_job_report(location, result, events)
     write_overview(location, job_plan, result.totals, result=result.status, reason=result.reason,
                    errors=[pointer] if pointer else None)
+
+
+def sharing_note(location: OutputLocation, tries: list[TryEvent]) -> str:
+    """How many units of work nodes took over, and how many mini-batches ran twice (a slow
+    holder and the node that took its unit over both finished them: the last record counts)."""
+    from .engine.claims import count_takeovers
+
+    ok: dict[int, int] = {}
+    for t in tries:
+        if t.status == "ok":
+            ok[t.mini_batch] = ok.get(t.mini_batch, 0) + 1
+    twice = sum(1 for n in ok.values() if n > 1)
+    return (f"work sharing: {count_takeovers(location)} unit(s) taken over from another node, "
+            f"{twice} mini-batch(es) ran twice")
 
 
 def _error_pointer(errors: list[ErrorEvent], groups: list[ErrorGroup]) -> str | None:

@@ -22,6 +22,7 @@ from .. import logs
 from ..config import ParallelRunConfig, check_arguments
 from ..errors import ConfigError
 from ..inputs import SideInput
+from ..leases import has_atomic_create
 from ..logs import JOB_REPORT, JOB_RESULT, USER_ERROR_SUMMARY
 from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
 from ..reduce import JobResult, reduce_job, write_job_result
@@ -29,6 +30,7 @@ from ..results import RESULTS_DIR, MiniBatchRecord
 from ..storage import STATE_DIR, is_remote_url, local_path, open_location
 from ..thresholds import Totals, clear_counts
 from .checks import check_inputs, resolve_entry_script
+from .claims import clear_claims
 from .local_run import LocalRun, Progress
 from .node import Node, NodeResult, NodeSpec
 
@@ -143,14 +145,28 @@ class Job:
                            stats=self.stat_inputs, on_batch=on_batch)
         resumed = adopt_plan(location, summary)
         clear_counts(location)
+        clear_claims(location)
         node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
         self._note(
             f"planned {logs.count(summary.item_count)} items in {summary.mini_batch_count} "
             f"mini-batches from {len(self.inputs)} input(s) in {summary.planning_seconds:.2f} s; "
             f"{node_count} node(s) x {config.process_count_per_node} process(es); "
             + ("resuming an earlier run of the same job" if resumed else "fresh run"))
+        if node_count > 1:
+            self._note(self.sharing_mode())
         return JobPlan(str(location.url), summary.mini_batch_count, summary.item_count,
                        node_count, summary.fingerprint, resumed, started)
+
+    def sharing_mode(self) -> str:
+        """How the nodes divide the work, for master_role.txt."""
+        if not self.config.work_sharing:
+            return "fixed shares: each node runs its own share of the plan (work_sharing is off)"
+        if not has_atomic_create(self.location):
+            return ("fixed shares: each node runs its own share of the plan (this store offers "
+                    "no atomic create, which claims need)")
+        return (f"work sharing: nodes claim units of the plan in .parallel_run/claims, their own "
+                f"share first; a unit not renewed for {self.config.lease_timeout:g} s "
+                "(lease_timeout) is taken over")
 
     def make_node(self, job_plan: JobPlan | None, node_index: int,
                   on_record: RecordListener | None = None,
