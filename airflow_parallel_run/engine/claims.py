@@ -72,6 +72,7 @@ class Claim:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     renewed: float = 0.0  # wall time of the holder, for people only: never compared
+    pace: float = 0.0  # the holder's seconds per mini-batch (0: not known): sizes units
     taken_from: int | None = None  # the node that held it before a take-over
 
     def to_json(self) -> bytes:
@@ -118,6 +119,7 @@ class ClaimBoard:
         self.note = note
         self.shares = [shard_range(mini_batch_count, node_count, i) for i in range(node_count)]
         self.frontier = [share.start for share in self.shares]  # the next start not yet seen
+        self.share_pace = [0.0 for _ in self.shares]  # the slowest pace claims of a share gave
         own = node_index % node_count
         self.order = [(own + k) % node_count for k in range(node_count)]
         self.held: dict[int, Claim] = {}  # start -> our claim, not done
@@ -140,13 +142,16 @@ class ClaimBoard:
         else:
             self.batch_seconds = 0.8 * self.batch_seconds + 0.2 * seconds
 
-    def unit_size(self, left: int) -> int:
-        """Mini-batches in the next unit of a share with ``left`` unclaimed."""
-        if self.batch_seconds <= 0.0:
+    def unit_size(self, share: int, left: int) -> int:
+        """Mini-batches in the next unit of ``share``, which has ``left`` unclaimed: enough
+        that claiming costs about CLAIM_COST_SHARE of their time at the slowest pace known
+        there, and few enough that the share's last units (and the nodes' ends) are close."""
+        pace = max(self.batch_seconds, self.share_pace[share])
+        if pace <= 0.0:
             return 1  # nothing measured yet: one mini-batch, and measure
-        least = math.ceil(self.claim_seconds / (CLAIM_COST_SHARE * self.batch_seconds))
-        even = math.ceil(left / (2 * len(self.shares)))  # shrinks as the share runs out
-        return max(1, least, min(even, 4 * max(1, least)))
+        least = math.ceil(self.claim_seconds / (CLAIM_COST_SHARE * pace))
+        even = math.ceil(left / (4 * len(self.shares)))  # shrinks as the share runs out
+        return max(1, min(least, even))
 
     # -- what to run next --------------------------------------------------------------------
 
@@ -162,21 +167,27 @@ class ClaimBoard:
         return WAITING if self.watching else None
 
     def all_done(self) -> bool:
-        """Every unit is claimed and done, as far as this node can see without claiming."""
-        for share in self.order:
-            while self.frontier[share] < self.shares[share].stop:
-                start = self.frontier[share]
-                data = self.location.read_bytes(claim_rel(start))
-                if data is None or not self._passed(share, start, data, resume=False):
-                    return False
-        return not self.watching and not self.held
+        """Every unit is claimed and done, as far as this node can see without claiming (a
+        look only: what it saw is seen again by :meth:`next_unit`)."""
+        frontier, watching = list(self.frontier), dict(self.watching)
+        try:
+            for share in self.order:
+                while self.frontier[share] < self.shares[share].stop:
+                    start = self.frontier[share]
+                    data = self.location.read_bytes(claim_rel(start))
+                    if data is None or not self._passed(share, start, data, resume=False):
+                        return False
+            return not self.watching and not self.held
+        finally:
+            self.frontier, self.watching = frontier, watching
 
     def _claim_in(self, share: int) -> Claim | None:
         """Walk the chain of ``share`` from where this node last looked; claim its next unit."""
         stop = self.shares[share].stop
         while self.frontier[share] < stop:
             start = self.frontier[share]
-            mine = Claim(start, min(stop, start + self.unit_size(stop - start)), self.node_index)
+            mine = Claim(start, min(stop, start + self.unit_size(share, stop - start)),
+                         self.node_index, pace=self.batch_seconds)
             if self._create(mine):
                 self.frontier[share] = mine.end
                 return mine
@@ -195,6 +206,7 @@ class ClaimBoard:
             self.watching.setdefault(start, _Watched(data, time.monotonic()))
             return False
         self.frontier[share] = found.end
+        self.share_pace[share] = max(self.share_pace[share], found.pace)
         if found.done:
             return True
         if resume and found.node == self.node_index:  # this node's task ran before: resume it
@@ -227,6 +239,9 @@ class ClaimBoard:
                     del self.watching[start]  # done, cleared, or ours again
                 else:
                     self.watching[start] = _Watched(data, now)
+                    if found is not None:  # the holder's pace, renewed: sizes what is left
+                        share = self._share_of(start)
+                        self.share_pace[share] = max(self.share_pace[share], found.pace)
                 continue
             if now - watched.since >= self.lease_timeout:
                 taken = self._take(start, data, Claim.from_json(data))
@@ -242,11 +257,12 @@ class ClaimBoard:
         self.watching.pop(start, None)
         if not won:
             return None
-        share = next(i for i, s in enumerate(self.shares) if start in s)
+        share = self._share_of(start)
         if old is not None:
             end = old.end
         else:  # a torn claim: its end was never known; this node picks one
-            end = min(self.shares[share].stop, start + self.unit_size(self.shares[share].stop - start))
+            left = self.shares[share].stop - start
+            end = min(self.shares[share].stop, start + self.unit_size(share, left))
             self.frontier[share] = max(self.frontier[share], end)
         claim = Claim(start, end, self.node_index, beat=(old.beat + 1) if old else 0,
                       renewed=time.time() + self.clock_offset,
@@ -261,6 +277,9 @@ class ClaimBoard:
         else:
             self.note(f"node {self.node_index} resumes its unit {start}-{end - 1}")
         return claim
+
+    def _share_of(self, start: int) -> int:
+        return next(i for i, share in enumerate(self.shares) if start in share)
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -282,6 +301,7 @@ class ClaimBoard:
                 lost.append(claim)
                 continue
             claim.beat = current.beat + 1
+            claim.pace = self.batch_seconds
             claim.renewed = time.time() + self.clock_offset
             self.location.write_atomic(claim_rel(start), claim.to_json())
         self.lost += len(lost)

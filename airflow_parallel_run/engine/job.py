@@ -168,6 +168,10 @@ class Job:
                 f"share first; a unit not renewed for {self.config.lease_timeout:g} s "
                 "(lease_timeout) is taken over")
 
+    def _shares_work(self, job_plan: JobPlan) -> bool:
+        return (job_plan.node_count > 1 and self.config.work_sharing
+                and has_atomic_create(self.location))
+
     def make_node(self, job_plan: JobPlan | None, node_index: int,
                   on_record: RecordListener | None = None,
                   on_tick: Callable[[], None] | None = None) -> Node:
@@ -199,7 +203,8 @@ class Job:
                node_results: Sequence[NodeResult | None]) -> JobResult:
         """Judge the job from its records; a node that did not report counts against it."""
         reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
-        if any(r is None for r in node_results):
+        if any(r is None for r in node_results) and not self._shares_work(job_plan):
+            # with shared work, the units of a lost node are taken over: its records count
             reasons.append("a node did not report its result")
         if any(r is not None and r.aborted for r in node_results):
             reasons.append("the job was interrupted before it finished; run it again to resume")
