@@ -98,8 +98,9 @@ class JobResult:
 
 
 def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: JobPlan,
-               stop_reasons: list[str]) -> JobResult:
-    """Count every record, judge the job, write the output file and the job's final logs."""
+               stop_reasons: list[str], if_missing: str | None = None) -> JobResult:
+    """Count every record, judge the job, write the output file and the job's final logs.
+    ``if_missing``: the reason to give when a mini-batch has no result (a node was lost)."""
     refusal = state_format_error(location, location.read_json(JOB_FILE))
     if refusal is not None:
         raise refusal
@@ -109,8 +110,8 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     totals, missing = _count_and_assemble(location, count, tmp)
     reason = next((r for r in stop_reasons if r), None)
     if reason is None and missing:
-        reason = (f"{missing} of {count} mini-batches have no result: a node did "
-                  "not finish (see logs/sys/master_role.txt)")
+        reason = if_missing or (f"{missing} of {count} mini-batches have no result: a node did "
+                                "not finish (see logs/sys/master_role.txt)")
     if reason is None:
         reason = final_verdict(config, totals, count)
     output_file = _publish_output(location, name, tmp, success=reason is None)

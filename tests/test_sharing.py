@@ -46,14 +46,17 @@ def run(mini_batch):
 
 
 # moto's server answers requests on threads, and checks If-None-Match and stores the object in
-# two steps: two racing PutObject calls can both succeed there, never on S3. Served one request
-# at a time it is atomic, as S3 is: the races are run against that.
+# two steps: two racing PutObject calls can both succeed there, never on S3. With one request
+# handled at a time it is atomic, as S3 is: the races are run against that.
 SERIAL_MOTO = """
-import sys
+import sys, threading
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app),
-           threaded=False)
+app, lock = DomainDispatcherApplication(create_backend_app), threading.Lock()
+def one_at_a_time(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+run_simple("127.0.0.1", int(sys.argv[1]), one_at_a_time, threaded=True)
 """
 
 

@@ -168,7 +168,8 @@ class Job:
                 f"share first; a unit not renewed for {self.config.lease_timeout:g} s "
                 "(lease_timeout) is taken over")
 
-    def _shares_work(self, job_plan: JobPlan) -> bool:
+    def shares_work(self, job_plan: JobPlan) -> bool:
+        """The nodes of this job claim units from each other (else: fixed shares)."""
         return (job_plan.node_count > 1 and self.config.work_sharing
                 and has_atomic_create(self.location))
 
@@ -201,14 +202,19 @@ class Job:
 
     def reduce(self, job_plan: JobPlan,
                node_results: Sequence[NodeResult | None]) -> JobResult:
-        """Judge the job from its records; a node that did not report counts against it."""
+        """Judge the job from its records; a node that did not report counts against it (with
+        shared work, only when a mini-batch has no result)."""
         reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
-        if any(r is None for r in node_results) and not self._shares_work(job_plan):
-            # with shared work, the units of a lost node are taken over: its records count
-            reasons.append("a node did not report its result")
+        # With shared work, other nodes take over the units of a node that was lost or stopped:
+        # that counts against the job only when a mini-batch is left without a result.
+        soft: list[str] = []
+        lost = soft if self.shares_work(job_plan) else reasons
+        if any(r is None for r in node_results):
+            lost.append("a node did not report its result")
         if any(r is not None and r.aborted for r in node_results):
-            reasons.append("the job was interrupted before it finished; run it again to resume")
-        result = reduce_job(self.location, self.config, job_plan, reasons)
+            lost.append("the job was interrupted before it finished; run it again to resume")
+        result = reduce_job(self.location, self.config, job_plan, reasons,
+                            if_missing=soft[0] if soft else None)
         if job_plan.mini_batch_count == 0:
             result.notes.append("the input is empty: nothing to do")
         return result
