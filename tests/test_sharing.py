@@ -219,6 +219,7 @@ def test_a_lost_node_has_its_units_taken_over_and_the_output_is_exactly_once(tmp
     assert lines == sorted(set(lines)) and len(lines) == 24
     taken = re.search(r"work sharing: (\d+) unit\(s\) taken over", _master_role(job))
     assert taken and int(taken.group(1)) >= 1
+    assert taken.group(0) in (job.location.read_bytes("logs/job_report.html") or b"").decode()
 
 
 # -- leases: clock skew, torn claims, a retried node ---------------------------------------------
