@@ -177,9 +177,10 @@ def test_nodes_end_together_when_one_share_holds_every_slow_mini_batch(tmp_path,
     assert job.reduce(job_plan, results).success
     tries = read_events(job.location).sorted_tries()
     last_end = {n: max(t.end for t in tries if t.node == n) for n in range(3)}
-    # a mini-batch's time: its run, and on S3 the requests around it (claim, plan, record)
+    # a mini-batch's time: its run, and on S3 the requests around it (claim, plan, record);
+    # the slowest node may still run one it took ahead for its busy worker
     one = slow + (1.0 if options else 0.1)
-    assert max(last_end.values()) - min(last_end.values()) <= 1.5 * one, last_end
+    assert max(last_end.values()) - min(last_end.values()) <= 2 * one, last_end
     # the slow share (mini-batches 0-9) was shared: nodes 1 and 2 ran some of it
     assert {t.node for t in tries if t.mini_batch < 10} == {0, 1, 2}
     assert _lines(job) == sorted(_lines(job)) and len(_lines(job)) == 30

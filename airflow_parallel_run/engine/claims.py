@@ -44,6 +44,7 @@ CLAIMS_DIR = f"{STATE_DIR}/claims"
 TAKEOVER = ".takeover-"  # claim name + this + the token of the claim taken over
 CLAIM_COST_SHARE = 0.01  # claiming may cost this share of the run time of a unit
 LOOK_EVERY = 1.0  # seconds at most between looks at the claims of other nodes
+LOOK_COST = 20  # ... and at least this many times what a claim costs (0.1 s at the least)
 CLOCK_OFFSET_ENV = "PARALLEL_RUN_CLOCK_OFFSET"  # tests only: this node's clock runs ahead
 
 
@@ -166,6 +167,10 @@ class ClaimBoard:
             return claim
         return WAITING if self.watching else None
 
+    def own_share_claimed(self) -> bool:
+        own = self.order[0]
+        return self.frontier[own] >= self.shares[own].stop
+
     def all_done(self) -> bool:
         """Every unit is claimed and done, as far as this node can see without claiming (a
         look only: what it saw is seen again by :meth:`next_unit`)."""
@@ -228,7 +233,7 @@ class ClaimBoard:
         """Look again at the claims of others (at most every LOOK_EVERY s); take one that has
         not changed for lease_timeout."""
         now = time.monotonic()
-        if now - self._looked < min(LOOK_EVERY, self.lease_timeout / 4):
+        if now - self._looked < self._look_every():
             return None
         self._looked = now
         for start, watched in list(self.watching.items()):
@@ -277,6 +282,19 @@ class ClaimBoard:
         else:
             self.note(f"node {self.node_index} resumes its unit {start}-{end - 1}")
         return claim
+
+    def _look_every(self) -> float:
+        """How often a node that waits looks at the units others hold: often enough that it
+        ends soon after the last one is done; not so often that looking costs much."""
+        return min(LOOK_EVERY, self.lease_timeout / 4, max(0.1, LOOK_COST * self.claim_seconds))
+
+    def due_in(self) -> float:
+        """Seconds until the node's loop should come back: to renew, or to look again."""
+        now = time.monotonic()
+        due = [self._renewed + self.lease_timeout / 4 - now] if self.held else []
+        if self.watching:
+            due.append(self._looked + self._look_every() - now)
+        return max(0.02, min(due)) if due else math.inf
 
     def _share_of(self, start: int) -> int:
         return next(i for i, share in enumerate(self.shares) if start in share)

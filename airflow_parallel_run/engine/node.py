@@ -301,7 +301,7 @@ class Node:
 
     def _send_ahead(self, slot: Slot) -> None:
         """Give a busy worker its next mini-batch now, so it never waits for the node."""
-        task = self.queue.next()
+        task = self.queue.next(ahead=True)
         if task is not None:
             self._send(slot, task)
 

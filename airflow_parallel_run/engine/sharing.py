@@ -86,10 +86,10 @@ class SharedWork:
 
     def renew(self, longest: float) -> float:
         """Renew the claims held when it is time, drop what other nodes took over; the
-        seconds (at most ``longest``) the node may wait before it is time again."""
+        seconds (at most ``longest``) the node may wait before it renews or looks again."""
         for claim in self.board.renew():
             self.queue.drop(claim)
             self.note(f"node {self.node_index}: mini-batches {claim.start}-{claim.end - 1} were "
                       "taken over by another node (this one did not renew them in time); "
                       "what it still runs of them runs twice")
-        return min(longest, max(0.05, self.board.renew_in()))
+        return min(longest, self.board.due_in())

@@ -67,6 +67,7 @@ class WorkQueue:
         self._open_unit: Callable[[Claim], Iterator[MiniBatch]] = lambda claim: iter(())
         self._unit: Claim | None = None
         self._lost: set[int] = set()  # starts of units taken from this node
+        self._ahead = False  # next() is asked for a worker that is still busy
 
     def read_plan(self, batches: Iterator[MiniBatch]) -> None:
         """The shard's mini-batches still to run, from the complete plan."""
@@ -91,10 +92,16 @@ class WorkQueue:
     def feeding(self) -> bool:
         return self._feed is not None
 
-    def next(self) -> Task | None:
-        """The task to run now, or None: nothing left, or (see :meth:`waiting_for_plan`) not yet."""
-        if not self.has_work():
-            return None
+    def next(self, ahead: bool = False) -> Task | None:
+        """The task to run now, or None: nothing left, or (see :meth:`waiting_for_plan`) not yet.
+        ``ahead``: for a worker still busy; once its own share is claimed, a node claims no
+        unit of another share for it, so that the last units go to nodes with a free worker."""
+        self._ahead = ahead
+        try:
+            if not self.has_work():
+                return None
+        finally:
+            self._ahead = False
         if self._retries:
             return self._retries.popleft()
         batch, self._peeked = self._peeked, None
@@ -145,6 +152,8 @@ class WorkQueue:
             batch = None if lost else next(self._plan, None)
             if batch is not None:
                 return batch
+            if self._ahead and board.own_share_claimed():
+                return PENDING
             unit = board.next_unit()
             if unit is WAITING:
                 return PENDING
