@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resource-monitor-interval")
     p.add_argument("--worker-memory-limit", type=int, metavar="MB",
                    help="address space per worker process, in MB (default: no limit)")
+    p.add_argument("--lease-timeout", help="seconds a node's claim holds without renewal (60)")
+    p.add_argument("--work-sharing", choices=("on", "off"),
+                   help="on (default): nodes take over each other's units; off: fixed shares")
     p.add_argument("--source-directory")
     p.add_argument("--environment-variable", action="append", default=[], metavar="NAME=VALUE",
                    dest="environment_variables")

@@ -268,6 +268,11 @@ def _as_written(text: str) -> str:
     return text
 
 
+def _switch_text(text: str) -> bool | str:
+    """``on``/``off`` (or true/false) as a bool; anything else stays text, for the rule to refuse."""
+    return {"on": True, "true": True, "off": False, "false": False}.get(text.strip().lower(), text)
+
+
 @dataclass(frozen=True)
 class FieldRule:
     """How one field is checked, and how a string (a rendered template, an option) becomes it."""
@@ -299,6 +304,8 @@ RULES: dict[str, FieldRule] = {
     "resource_monitor_interval": FieldRule(_seconds(allow_zero=True), _number_text),
     # a Python worker alone takes some 20 MB of address space
     "worker_memory_limit": FieldRule(_optional_megabytes(64), _int_text),
+    "lease_timeout": FieldRule(_seconds(), _number_text),
+    "work_sharing": FieldRule(_bool, _switch_text),
 }
 
 TEMPLATABLE_FIELDS = tuple(name for name, rule in RULES.items() if rule.templatable)
@@ -356,6 +363,10 @@ class ParallelRunConfig:
     environment_variables: dict[str, str] = field(default_factory=dict)
     resource_monitor_interval: float = 600
     worker_memory_limit: int | None = None  # MB of address space per worker (RLIMIT_AS)
+    # seconds a node's claim on a unit of work holds without renewal before another takes it
+    lease_timeout: float = 60
+    # nodes claim units of the plan from each other (False: fixed shares, one per node)
+    work_sharing: bool = True
 
     def __post_init__(self) -> None:
         for name, rule in RULES.items():

@@ -90,14 +90,21 @@ class Lease:
         return started is None or (started > 0 and abs(started - self.pid_started) > 1.0)
 
 
+def has_atomic_create(location: OutputLocation) -> bool:
+    """The store offers an atomic create (:func:`create_exclusive` never answers None)."""
+    if isinstance(location, LocalLocation):
+        return True
+    protocol = getattr(getattr(location, "fs", None), "protocol", "")
+    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+    return "s3" in protocols or "s3a" in protocols
+
+
 def create_exclusive(location: OutputLocation, rel: str, data: bytes) -> bool | None:
     """Create ``rel`` holding ``data`` only if nothing is there: True when this call made it,
     False when it existed, None when the store offers no atomic create."""
     if isinstance(location, LocalLocation):
         return _create_local(location, rel, data)
-    protocol = getattr(getattr(location, "fs", None), "protocol", "")
-    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
-    if "s3" in protocols or "s3a" in protocols:
+    if has_atomic_create(location):
         return _create_s3(location, rel, data)
     return None
 

@@ -114,8 +114,9 @@ class JobResult:
 
 
 def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: JobPlan,
-               stop_reasons: list[str]) -> JobResult:
-    """Count every record, judge the job, write the output file and the job's final logs."""
+               stop_reasons: list[str], if_missing: str | None = None) -> JobResult:
+    """Count every record, judge the job, write the output file and the job's final logs.
+    ``if_missing``: the reason to give when a mini-batch has no result (a node was lost)."""
     refusal = state_format_error(location, location.read_json(JOB_FILE))
     if refusal is not None:
         raise refusal
@@ -137,8 +138,8 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
         totals, missing = _count_and_assemble(location, count, None, ignored)
     reason = next((r for r in stop_reasons if r), None)
     if reason is None and missing:
-        reason = (f"{missing} of {count} mini-batches have no result: a node did "
-                  "not finish (see logs/sys/master_role.txt)")
+        reason = if_missing or (f"{missing} of {count} mini-batches have no result: a node did "
+                                "not finish (see logs/sys/master_role.txt)")
     if reason is None:
         reason = final_verdict(config, totals, count)
     output_file = _publish_output(location, name, tmp, success=reason is None)
@@ -215,6 +216,10 @@ def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobRes
     events = read_events(location)
     for note in events.notes:
         location.append_text(logs.MASTER_ROLE, logs.line(f"reducer: {note}"))
+    if job_plan.node_count > 1:
+        sharing = sharing_note(location, events.sorted_tries())
+        result.notes.append(sharing)
+        location.append_text(logs.MASTER_ROLE, logs.line(f"reducer: {sharing}"))
     errors = events.sorted_errors()
     groups = write_error_summary(location, errors)
     write_processed_mini_batches(location, events.sorted_tries())
@@ -223,6 +228,20 @@ def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobRes
     write_job_report(location, result, events)
     write_overview(location, job_plan, result.totals, result=result.status, reason=result.reason,
                    errors=[pointer] if pointer else None)
+
+
+def sharing_note(location: OutputLocation, tries: list[TryEvent]) -> str:
+    """How many units of work nodes took over, and how many mini-batches ran twice (a slow
+    holder and the node that took its unit over both finished them: the last record counts)."""
+    from .engine.claims import count_takeovers
+
+    ok: dict[int, int] = {}
+    for t in tries:
+        if t.status == "ok":
+            ok[t.mini_batch] = ok.get(t.mini_batch, 0) + 1
+    twice = sum(1 for n in ok.values() if n > 1)
+    return (f"work sharing: {count_takeovers(location)} unit(s) taken over from another node, "
+            f"{twice} mini-batch(es) ran twice")
 
 
 def _error_pointer(errors: list[ErrorEvent], groups: list[ErrorGroup]) -> str | None:

@@ -65,8 +65,8 @@ def test_plan_run_each_node_and_reduce_give_the_whole_output_in_input_order(tmp_
     assert output_lines(tmp_path / "out") == [f"item {i}" for i in range(6)]
 
 
-def test_a_node_that_did_not_report_fails_the_job(tmp_path):
-    job = make_job(tmp_path, mini_batch_size=3, node_count=2)
+def test_a_node_that_did_not_report_fails_the_job_with_fixed_shares(tmp_path):
+    job = make_job(tmp_path, mini_batch_size=3, node_count=2, work_sharing=False)
     job_plan = job.plan()
 
     result = job.reduce(job_plan, [job.run_node(job_plan, 0), None])

@@ -300,7 +300,7 @@ class ParallelRunReducer(_StepTask):
         if step_plan.reused_from is not None:
             result = job.adopt(earlier_run(step_plan.reused_from))
         else:
-            result = job.reduce(job_plan, self._node_results(context, job_plan))
+            result = job.reduce(job_plan, self._node_results(context, job, job_plan))
         self._log_result(job, result)
         if not result.success:
             raise AirflowFailException(f"{step.name} FAILED: {result.reason}")
@@ -338,7 +338,8 @@ class ParallelRunReducer(_StepTask):
             self.log.info("%s", line.rstrip("\n"))
         self.log.info("::endgroup::")
 
-    def _node_results(self, context: Any, job_plan: JobPlan) -> list[NodeResult]:
+    def _node_results(self, context: Any, job: Job,
+                      job_plan: JobPlan) -> list[NodeResult | None]:
         """Every planned node's result; a node without one did not finish, and says so."""
         found = {r.node_index: r for r in self._reported(context)}
         missing = [i for i in range(job_plan.node_count) if i not in found]
@@ -346,7 +347,9 @@ class ParallelRunReducer(_StepTask):
             self.log.error("node %d of %d did not finish: its task failed or was killed "
                            "(see the log of %s, map index %d)", i + 1, job_plan.node_count,
                            self.node_task_id, i)
-        results = [found[i] for i in sorted(found)]
+        results: list[NodeResult | None] = [found[i] for i in sorted(found)]
+        if missing and job.shares_work(job_plan):  # the others took its units over
+            return results + [None]
         if missing:
             nodes = ", ".join(str(i + 1) for i in missing)
             results.append(NodeResult(missing[0], Totals(), stop_reason=(

@@ -23,7 +23,7 @@ from .. import logs
 from ..config import ParallelRunConfig, check_arguments
 from ..errors import ConfigError
 from ..inputs import SideInput
-from ..leases import OutputInUse, OutputLock
+from ..leases import OutputInUse, OutputLock, has_atomic_create
 from ..logs import JOB_REPORT, JOB_RESULT, USER_ERROR_SUMMARY
 from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
 from ..reduce import JobResult, reduce_job, write_job_result
@@ -45,6 +45,7 @@ from .checks import (
     input_folder,
     resolve_entry_script,
 )
+from .claims import clear_claims
 from .local_run import LocalRun, Progress
 from .node import Node, NodeResult, NodeSpec
 from .ownership import take_output
@@ -212,14 +213,33 @@ class Job:
         if not resumed and not keep_previous_result:
             self.clear_previous_result()
         clear_counts(location)
+        clear_claims(location)
         node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
         self._note(
             f"planned {logs.count(summary.item_count)} items in {summary.mini_batch_count} "
             f"mini-batches from {len(self.inputs)} input(s) in {summary.planning_seconds:.2f} s; "
             f"{node_count} node(s) x {config.process_count_per_node} process(es); "
             + ("resuming an earlier run of the same job" if resumed else "fresh run"))
+        if node_count > 1:
+            self._note(self.sharing_mode())
         return JobPlan(str(location.url), summary.mini_batch_count, summary.item_count,
                        node_count, summary.fingerprint, resumed, started)
+
+    def sharing_mode(self) -> str:
+        """How the nodes divide the work, for master_role.txt."""
+        if not self.config.work_sharing:
+            return "fixed shares: each node runs its own share of the plan (work_sharing is off)"
+        if not has_atomic_create(self.location):
+            return ("fixed shares: each node runs its own share of the plan (this store offers "
+                    "no atomic create, which claims need)")
+        return (f"work sharing: nodes claim units of the plan in .parallel_run/claims, their own "
+                f"share first; a unit not renewed for {self.config.lease_timeout:g} s "
+                "(lease_timeout) is taken over")
+
+    def shares_work(self, job_plan: JobPlan) -> bool:
+        """The nodes of this job claim units from each other (else: fixed shares)."""
+        return (job_plan.node_count > 1 and self.config.work_sharing
+                and has_atomic_create(self.location))
 
     def make_node(self, job_plan: JobPlan | None, node_index: int,
                   on_record: RecordListener | None = None,
@@ -250,13 +270,19 @@ class Job:
 
     def reduce(self, job_plan: JobPlan,
                node_results: Sequence[NodeResult | None]) -> JobResult:
-        """Judge the job from its records; a node that did not report counts against it."""
+        """Judge the job from its records; a node that did not report counts against it (with
+        shared work, only when a mini-batch has no result)."""
         reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
+        # With shared work, other nodes take over the units of a node that was lost or stopped:
+        # that counts against the job only when a mini-batch is left without a result.
+        soft: list[str] = []
+        lost = soft if self.shares_work(job_plan) else reasons
         if any(r is None for r in node_results):
-            reasons.append("a node did not report its result")
+            lost.append("a node did not report its result")
         if any(r is not None and r.aborted for r in node_results):
-            reasons.append("the job was interrupted before it finished; run it again to resume")
-        result = reduce_job(self.location, self.config, job_plan, reasons)
+            lost.append("the job was interrupted before it finished; run it again to resume")
+        result = reduce_job(self.location, self.config, job_plan, reasons,
+                            if_missing=soft[0] if soft else None)
         if job_plan.mini_batch_count == 0:
             result.notes.append("the input is empty: nothing to do")
         return result

@@ -46,6 +46,7 @@ from .. import logs
 from ..config import ParallelRunConfig
 from ..errors import StoreUnavailable
 from ..inputs import SideInput
+from ..leases import has_atomic_create
 from ..masking import Masker
 from ..plan import JobPlan, iter_plan
 from ..storage import OutputLocation
@@ -60,6 +61,7 @@ from .pool import CLOSED, Slot, SlotState, Woken, WorkerPool
 from .processes import WorkerProcess
 from .reaper import end_leftovers
 from .resume import finished_earlier
+from .sharing import SharedWork
 from .work_queue import Task, WorkQueue
 from .worker_events import WorkerEvents
 
@@ -100,6 +102,14 @@ class NodeResult:
     def from_dict(cls, data: dict[str, Any]) -> NodeResult:
         return cls(data["node_index"], Totals(**data["totals"]), data.get("stop_reason"),
                    data.get("aborted", False))
+
+
+def shares_work(spec: NodeSpec) -> bool:
+    """Nodes claim units from each other: work_sharing on, more than one node, and a store
+    with an atomic create (else each node runs its fixed share)."""
+    plan = spec.plan
+    return (plan is not None and plan.node_count > 1 and spec.config.work_sharing
+            and has_atomic_create(spec.output))
 
 
 STARTING, IDLE, BUSY, GONE = SlotState.STARTING, SlotState.IDLE, SlotState.BUSY, SlotState.GONE
@@ -153,6 +163,7 @@ class Node:
         self.logs = NodeLogs(spec, self.masker)
         self.cache_dir = ""  # made once the node has work, removed when it ends
         self.cache: NodeCache | None = None
+        self.sharing: SharedWork | None = None  # when the nodes share the work
         self._wakeup = _WakeUp()
         self.events = WorkerEvents(self)
 
@@ -207,6 +218,9 @@ class Node:
 
     def _resume(self) -> bool:
         """Count what earlier runs finished, and queue the rest: False when nothing is to run."""
+        if shares_work(self.spec):  # claims of units of the whole plan, not a fixed share
+            self.sharing = SharedWork(self.spec, self.outcomes, self.queue, self.logs.master)
+            return self.sharing.start() and (self.started_early or self._start_workers(self.ppn))
         done = finished_earlier(self.location, self.indices, self.spec.node_index, self.logs.master)
         self.outcomes.counted_before(done.values())
         todo = len(self.indices) - len(done)
@@ -217,7 +231,7 @@ class Node:
             self._start_workers(min(self.ppn, todo))
         return True
 
-    def _start_workers(self, count: int) -> None:
+    def _start_workers(self, count: int) -> bool:
         """The node's cache (the workers' spec, the resource monitor...), then the workers."""
         end_leftovers(self.location, self.spec.node_index)  # of a run of this node killed -9
         self.cache_dir = tempfile.mkdtemp(prefix=node_temp_prefix(self.spec.node_index))
@@ -225,6 +239,7 @@ class Node:
                                [slot.name for slot in self.pool.slots], self.pool.pids)
         for slot in self.pool.slots[:count]:
             self._start(slot)
+        return True
 
     def _launch(self, name: str) -> WorkerProcess:
         return self.running_cache.launcher.launch(name)
@@ -249,7 +264,8 @@ class Node:
             if self.pool.all_gone() and not self.queue.waiting_for_plan():
                 return
             self._report_progress()
-            woken = self.pool.wait(self.pool.next_deadline_in(POLL), [self._wakeup.reader])
+            poll = POLL if self.sharing is None else self.sharing.renew(POLL)  # not in run()
+            woken = self.pool.wait(self.pool.next_deadline_in(poll), [self._wakeup.reader])
             self._handle_messages(woken)
             self._handle_exits_and_deadlines(woken.ended)
             self.running_cache.tracker.sample()
@@ -289,7 +305,7 @@ class Node:
 
     def _send_ahead(self, slot: Slot) -> None:
         """Give a busy worker its next mini-batch now, so it never waits for the node."""
-        task = self.queue.next()
+        task = self.queue.next(ahead=True)
         if task is not None:
             self._send(slot, task)
 

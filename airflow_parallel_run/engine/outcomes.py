@@ -35,6 +35,7 @@ class Outcomes:
         self._failed_records: RecordLog | None = None
         self._checked_failures = (0, 0)
         self._checked_at = 0.0
+        self.on_finished: Callable[[int], None] | None = None  # the node's shared work hears too
 
     def counted_before(self, records: Iterable[MiniBatchRecord]) -> None:
         """Mini-batches finished by an earlier run of the node."""
@@ -49,6 +50,8 @@ class Outcomes:
             self.shared.publish(self.totals)
         if self.on_record is not None:
             self.on_record(self.node_index, record)
+        if self.on_finished is not None:
+            self.on_finished(record.index)
 
     def failed(self, index: int, total: int, try_number: int) -> MiniBatchRecord:
         """Record a mini-batch failed after its last try."""

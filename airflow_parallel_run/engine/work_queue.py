@@ -1,8 +1,10 @@
 """What a node runs next: failed tries first, then its share of the plan, in plan order.
 
-The plan comes either from the plan files (a resumed or assigned shard) or straight from
-the planner through a :class:`~.feed.PlanFeed` while the plan is still being made. Only
-:meth:`WorkQueue.next` hands work out; everything else puts work back or asks.
+The plan comes from the plan files (a resumed or assigned shard), straight from the planner
+through a :class:`~.feed.PlanFeed` while the plan is still being made, or, when nodes share
+the work, unit by unit as the node claims them (:class:`~.claims.ClaimBoard`: its own share
+first, then what nobody holds, then what a lost node held). Only :meth:`WorkQueue.next`
+hands work out; everything else puts work back or asks.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..plan import MiniBatch
-from .feed import Pending, PlanFeed
+from .claims import WAITING, Claim, ClaimBoard
+from .feed import PENDING, Pending, PlanFeed
 from .messages import RunMiniBatch
 
 
@@ -60,6 +63,11 @@ class WorkQueue:
         self._feed: PlanFeed | None = None
         self._peeked: MiniBatch | None = None
         self._plan_done = False
+        self._board: ClaimBoard | None = None
+        self._open_unit: Callable[[Claim], Iterator[MiniBatch]] = lambda claim: iter(())
+        self._unit: Claim | None = None
+        self._lost: set[int] = set()  # starts of units taken from this node
+        self._ahead = False  # next() is asked for a worker that is still busy
 
     def read_plan(self, batches: Iterator[MiniBatch]) -> None:
         """The shard's mini-batches still to run, from the complete plan."""
@@ -69,14 +77,31 @@ class WorkQueue:
         """Mini-batches straight from the planner, while it makes the plan."""
         self._feed = feed
 
+    def read_claims(self, board: ClaimBoard,
+                    open_unit: Callable[[Claim], Iterator[MiniBatch]]) -> None:
+        """Units claimed from ``board`` as the node needs them; ``open_unit`` gives the
+        mini-batches of a unit that are still to run."""
+        self._board = board
+        self._open_unit = open_unit
+
+    def drop(self, claim: Claim) -> None:
+        """A unit was taken over by another node: what is left of it is not handed out."""
+        self._lost.add(claim.start)
+
     @property
     def feeding(self) -> bool:
         return self._feed is not None
 
-    def next(self) -> Task | None:
-        """The task to run now, or None: nothing left, or (see :meth:`waiting_for_plan`) not yet."""
-        if not self.has_work():
-            return None
+    def next(self, ahead: bool = False) -> Task | None:
+        """The task to run now, or None: nothing left, or (see :meth:`waiting_for_plan`) not yet.
+        ``ahead``: for a worker still busy; once its own share is claimed, a node claims no
+        unit of another share for it, so that the last units go to nodes with a free worker."""
+        self._ahead = ahead
+        try:
+            if not self.has_work():
+                return None
+        finally:
+            self._ahead = False
         if self._retries:
             return self._retries.popleft()
         batch, self._peeked = self._peeked, None
@@ -103,7 +128,8 @@ class WorkQueue:
 
     def waiting_for_plan(self) -> bool:
         """The planner may still hand out mini-batches: idle workers wait instead of stopping."""
-        return self._feed is not None and not self._plan_done and not self.stopping()
+        return ((self._feed is not None or self._board is not None) and not self._plan_done
+                and not self.stopping())
 
     def retry(self, task: Task) -> bool:
         """A failed try: queue the next one ahead of everything else, if tries are left."""
@@ -118,6 +144,24 @@ class WorkQueue:
             self._retries.appendleft(task)
 
     def _take(self) -> MiniBatch | None | Pending:
+        if self._board is not None:
+            return self._take_claimed(self._board)
         if self._feed is None:
             return next(self._plan, None)
         return self._feed.take()
+
+    def _take_claimed(self, board: ClaimBoard) -> MiniBatch | None | Pending:
+        while True:
+            lost = self._unit is not None and self._unit.start in self._lost
+            batch = None if lost else next(self._plan, None)
+            if batch is not None:
+                return batch
+            if self._ahead and board.own_share_claimed():
+                return PENDING
+            unit = board.next_unit()
+            if unit is WAITING:
+                return PENDING
+            if not isinstance(unit, Claim):
+                return None
+            self._unit = unit
+            self._plan = self._open_unit(unit)

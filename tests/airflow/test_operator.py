@@ -116,6 +116,20 @@ def test_node_task_timeout_kills_its_workers_and_fails_the_step(
     assert alive == []
 
 
+def test_a_node_task_killed_without_retries_has_its_units_run_by_the_others(
+        airflow_home: AirflowHome, tmp_path: Path):
+    expected = make_files(tmp_path / "input", ["sleep-once 60"] + [f"ok {i}" for i in range(8)])
+
+    run = airflow_home.dags_test("prt_lost_node", tmp_path)
+
+    assert run.states("node") == ["failed", "success", "success"]  # node 1 hung: killed at 8 s
+    assert run.states("reducer") == ["success"]
+    assert run.state == "success"
+    assert run.output_lines() == expected  # every item once, in input order
+    master = (run.output_dir / "logs" / "sys" / "master_role.txt").read_text()
+    assert "node 1 took over mini-batches 0-0 from node 0" in master
+
+
 def test_empty_input_folder_skips_the_step(airflow_home: AirflowHome, tmp_path: Path):
     (tmp_path / "input").mkdir()
 

@@ -58,6 +58,14 @@ with DAG("prt_fixed_output", schedule=None, params=PARAMS):
     ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
                         output=os.path.join(DATA, "fixed_out"))
 
+# Nodes share the work: a node task killed by its timeout, no retries; the others finish its
+# units once its claims have not been renewed for lease_timeout.
+with DAG("prt_lost_node", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", inputs=files(), execution_timeout=timedelta(seconds=8),
+                        parallel_run_config=ConfigTemplate(
+                            entry_script=os.path.join(SCRIPTS, "behave.py"), mini_batch_size=1,
+                            node_count=3, lease_timeout=2))
+
 # For the runs with real services: a node task that dies is retried, and resumes.
 with DAG("prt_services", schedule=None, params=PARAMS):
     ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),

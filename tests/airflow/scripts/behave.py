@@ -3,6 +3,8 @@
     ok ...        returns "<file>: <text>"
     fail          run() raises
     sleep S       sleeps S seconds first
+    sleep-once S  sleeps S seconds the first time only (a node task that hangs, then its
+                  units run elsewhere)
 
 Every run() call appends "<mini-batch index> <worker pid> <node task pid>" to calls.log in the
 output folder, so a test can count calls and find the processes.
@@ -27,7 +29,12 @@ def run(mini_batch, context):
             text = handle.read().strip()
         if text == "fail":
             raise ValueError(f"{os.path.basename(path)} asks to fail")
-        if text.startswith("sleep"):
+        if text.startswith("sleep-once"):
+            mark = os.path.join(EntryScript().output_dir, f"slept-{os.path.basename(path)}")
+            if not os.path.exists(mark):
+                open(mark, "w").close()
+                time.sleep(float(text.split()[1]))
+        elif text.startswith("sleep"):
             time.sleep(float(text.split()[1]))
         results.append(f"{os.path.basename(path)}: {text}")
     return results
