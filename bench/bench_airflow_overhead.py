@@ -55,8 +55,8 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 DAG_FILE = '''
 from airflow.sdk import DAG, Param, task
-from airflow_parallel_run import FileDataset, ParallelRunConfig
-from airflow_parallel_run.airflow import ParallelRunOperator
+from airflow_parallel_run import FileDataset
+from airflow_parallel_run.airflow import ConfigTemplate, ParallelRunOperator
 
 with DAG({empty_id!r}, schedule=None):
 
@@ -69,7 +69,7 @@ with DAG({empty_id!r}, schedule=None):
 with DAG({dag_id!r}, schedule=None, params={{"node_count": Param(1, type="integer")}}):
     ParallelRunOperator(
         task_id="step",
-        parallel_run_config=ParallelRunConfig(
+        parallel_run_config=ConfigTemplate(
             entry_script={script!r}, mini_batch_size={mini_batch_size},
             node_count="{{{{ params.node_count }}}}", process_count_per_node={processes}),
         inputs=FileDataset.from_files({folder!r}),
