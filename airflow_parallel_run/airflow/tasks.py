@@ -261,10 +261,13 @@ class ParallelRunReducer(_StepTask):
         if job_plan.mini_batch_count == 0:
             job.reduce(job_plan, [])  # writes logs/job_result.txt: nothing to do
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
-        if step_plan.reused_from is not None:
-            result = job.adopt(earlier_run(step_plan.reused_from))
-        else:
-            result = job.reduce(job_plan, self._node_results(context, job_plan))
+        try:
+            if step_plan.reused_from is not None:
+                result = job.adopt(earlier_run(step_plan.reused_from))
+            else:
+                result = job.reduce(job_plan, self._node_results(context, job_plan))
+        except ParallelRunError as exc:
+            raise _failed(step, exc) from None
         self._log_result(job, result)
         if not result.success:
             raise AirflowFailException(f"{step.name} FAILED: {result.reason}")

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import logs
 from ..config import ParallelRunConfig, check_arguments
-from ..errors import ConfigError
+from ..errors import ConfigError, StateError
 from ..inputs import SideInput
 from ..logs import JOB_REPORT, JOB_RESULT, USER_ERROR_SUMMARY
 from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
@@ -47,6 +47,14 @@ __all__ = [
 ]
 
 RecordListener = Callable[[int, MiniBatchRecord], None]
+
+# What the plan was made from (entry script, its folder, arguments, result-shaping settings):
+# a node or reducer started later (an Airflow task cleared after an edit) compares with it.
+DEFINITION_FILE = f"{STATE_DIR}/definition.json"
+SCRIPT_CHANGED = ("the entry script changed since this run was planned: clear the whole step "
+                  "(planner) to start again")
+DEFINITION_CHANGED = ("the arguments or the settings that shape results changed since this run "
+                      "was planned: clear the whole step (planner) to start again")
 
 
 @dataclass
@@ -175,6 +183,8 @@ class Job:
                            stats=self.stat_inputs, on_batch=on_batch)
         resumed = adopt_plan(location, summary)
         store_manifest(location, self.script.working_dir, manifest)
+        location.write_json(DEFINITION_FILE, {"definition": base,
+                                              "script": self.script_fingerprint()})
         clear_counts(location)
         node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
         self._note(
@@ -184,6 +194,23 @@ class Job:
             + ("resuming an earlier run of the same job" if resumed else "fresh run"))
         return JobPlan(str(location.url), summary.mini_batch_count, summary.item_count,
                        node_count, summary.fingerprint, resumed, started)
+
+    def definition_fingerprint(self) -> str:
+        """The entry script, its folder, the arguments and the settings that shape results."""
+        return script_fingerprint(self.config, self.script.path,
+                                  manifest_hash(self.source_manifest()),
+                                  self.fingerprinted_arguments())
+
+    def check_unchanged(self) -> None:
+        """Refuse to run or judge a plan made from another script, arguments or settings:
+        its finished mini-batches would mix with ours in one output."""
+        planned = self.location.read_json(DEFINITION_FILE)
+        if not isinstance(planned, dict):
+            return  # state of an older version, or no plan: nothing to compare with
+        if planned.get("script") != self.script_fingerprint():
+            raise StateError(SCRIPT_CHANGED)
+        if planned.get("definition") != self.definition_fingerprint():
+            raise StateError(DEFINITION_CHANGED)
 
     def make_node(self, job_plan: JobPlan | None, node_index: int,
                   on_record: RecordListener | None = None,
@@ -207,6 +234,7 @@ class Job:
                  abort: AbortSwitch | None = None) -> NodeResult:
         """Run node ``node_index``'s shard of the plan on this machine; mini-batches that
         already have a result are not run again. ``abort`` stops it from another thread."""
+        self.check_unchanged()
         node = self.make_node(job_plan, node_index, on_record, on_tick)
         if abort is not None:
             abort.connect(node)
@@ -215,6 +243,7 @@ class Job:
     def reduce(self, job_plan: JobPlan,
                node_results: Sequence[NodeResult | None]) -> JobResult:
         """Judge the job from its records; a node that did not report counts against it."""
+        self.check_unchanged()
         reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
         if any(r is None for r in node_results):
             reasons.append("a node did not report its result")

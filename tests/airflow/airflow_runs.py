@@ -106,10 +106,11 @@ class AirflowHome:
         assert done.returncode == 0, done.stdout
 
     def dags_test(self, dag_id: str, data: Path, conf: dict | None = None,
-                  output_root: Path | str | None = None, step: str = STEP, **env: str) -> DagRun:
-        """``airflow dags test DAG [-c CONF]`` with PRT_DATA=data; the run's outcome."""
+                  output_root: Path | str | None = None, step: str = STEP,
+                  extra: tuple[str, ...] = (), **env: str) -> DagRun:
+        """``airflow dags test DAG [EXTRA...] [-c CONF]`` with PRT_DATA=data; the run's outcome."""
         output_root = output_root or data / "out"
-        args = ["dags", "test", dag_id] + (["-c", json.dumps(conf)] if conf else [])
+        args = ["dags", "test", dag_id, *extra] + (["-c", json.dumps(conf)] if conf else [])
         done = self.airflow(*args, PRT_DATA=str(data),
                             AIRFLOW__PARALLEL_RUN__OUTPUT_ROOT=str(output_root), **env)
         log = done.stdout

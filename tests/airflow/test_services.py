@@ -200,3 +200,47 @@ def test_a_threshold_broken_on_one_node_stops_the_others_soon_after(services: Se
     assert len([i for i in calls if i in second_share]) < len(second_share)
     result = (services.output_dir(run_id, dag_id) / "logs" / "job_result.txt").read_text()
     assert "error_threshold exceeded: 1 items failed, error_threshold is 0" in result
+
+
+EDITABLE_SCRIPT = '''
+import os
+
+def run(mini_batch):
+    if {fails} and any(os.path.basename(p) == "f010.txt" for p in mini_batch):
+        raise ValueError("f010 asks to fail")
+    return [f"{{os.path.basename(p)}}: {version}" for p in mini_batch]
+'''
+
+
+def _write_editable_script(services: Services, version: str, fails: bool) -> None:
+    (services.data / "script").mkdir(exist_ok=True)
+    (services.data / "script" / "score.py").write_text(
+        EDITABLE_SCRIPT.format(version=version, fails=fails))
+
+
+def _task_log(services: Services, run_id: str, task: str) -> str:
+    folder = f"run_id={run_id}"
+    return "".join(p.read_text() for p in (services.home.path / "logs").rglob("*.log")
+                   if folder in str(p) and f"task_id={STEP}.{task}" in str(p))
+
+
+def test_clearing_failed_tasks_after_a_script_edit_fails_instead_of_mixing_versions(
+        services: Services):
+    dag_id = "prt_editable"
+    _write_editable_script(services, "v1", fails=True)
+    run_id = services.trigger({"node_count": 1, "mini_batch_size": 1, "error_threshold": 0},
+                              dag_id)
+    assert services.wait(run_id, dag_id=dag_id) == "failed"
+    _write_editable_script(services, "v2", fails=False)
+
+    services.api("POST", f"dags/{dag_id}/clearTaskInstances",
+                 {"dag_run_id": run_id, "only_failed": True, "dry_run": False,
+                  "reset_dag_runs": True})
+
+    assert services.wait(run_id, dag_id=dag_id) == "failed"
+    changed = ("the entry script changed since this run was planned: clear the whole step "
+               "(planner) to start again")
+    assert changed in _task_log(services, run_id, "node")
+    assert changed in _task_log(services, run_id, "reducer")
+    output = services.output_dir(run_id, dag_id) / "parallel_run_step.txt"
+    assert not output.exists() or "v2" not in output.read_text()
