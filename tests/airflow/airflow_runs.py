@@ -146,3 +146,20 @@ def make_files(folder: Path, texts: list[str]) -> list[str]:
         (folder / f"f{i:03d}.txt").write_text(text + "\n")
         expected.append(f"f{i:03d}.txt: {text}")
     return expected
+
+
+EDITABLE_SCRIPT = '''
+import os
+
+def run(mini_batch):
+    if {fails} and any(os.path.basename(p) == "f010.txt" for p in mini_batch):
+        raise ValueError("f010 asks to fail")
+    return [f"{{os.path.basename(p)}}: {version}" for p in mini_batch]
+'''
+
+
+def write_editable_script(data: Path, version: str, fails: bool = False) -> None:
+    """``data/script/score.py`` (the prt_editable DAGs' entry script): each file's line says
+    ``version``; with ``fails``, run() raises on f010.txt."""
+    (data / "script").mkdir(exist_ok=True)
+    (data / "script" / "score.py").write_text(EDITABLE_SCRIPT.format(version=version, fails=fails))

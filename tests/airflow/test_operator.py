@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
-from airflow_runs import AirflowHome, make_files
+from airflow_runs import AirflowHome, make_files, write_editable_script
 
 
 def test_step_runs_planner_mapped_nodes_and_reducer(airflow_home: AirflowHome, tmp_path: Path):
@@ -221,3 +221,22 @@ def test_a_rule_broken_in_the_dag_file_is_an_import_error_naming_it(
 
     assert done.returncode != 0
     assert "Error loading DAG from broken_rule.py: node_count = 0: must be >= 1" in done.stdout
+
+
+def test_a_run_is_not_reused_once_its_folder_ran_again_with_another_script(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok"] * 6)
+    write_editable_script(tmp_path, "v1")
+    first = airflow_home.dags_test("prt_editable_fixed", tmp_path)
+    assert first.state == "success"
+    write_editable_script(tmp_path, "v2")
+    assert airflow_home.dags_test("prt_editable_fixed", tmp_path).state == "success"
+    write_editable_script(tmp_path, "v1")
+
+    run = airflow_home.dags_test("prt_editable_fixed", tmp_path)
+
+    assert run.state == "success"
+    assert f"reuse: MISS: the matching run {first.run_id!r} finished, but its output" \
+        in run.task_log("planner")
+    assert (tmp_path / "fixed" / "parallel_run_step.txt").read_text().splitlines() == \
+        [f"f{i:03d}.txt: v1" for i in range(6)]
