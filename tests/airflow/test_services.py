@@ -22,7 +22,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from airflow_runs import AIRFLOW, STEP, TEST_DAGS, AirflowHome, make_files, safe_run_id
+from airflow_runs import (
+    AIRFLOW,
+    STEP,
+    TEST_DAGS,
+    AirflowHome,
+    make_files,
+    safe_run_id,
+    write_editable_script,
+)
 
 from airflow_parallel_run.results import Records
 from airflow_parallel_run.storage import LocalLocation
@@ -202,21 +210,6 @@ def test_a_threshold_broken_on_one_node_stops_the_others_soon_after(services: Se
     assert "error_threshold exceeded: 1 items failed, error_threshold is 0" in result
 
 
-EDITABLE_SCRIPT = '''
-import os
-
-def run(mini_batch):
-    if {fails} and any(os.path.basename(p) == "f010.txt" for p in mini_batch):
-        raise ValueError("f010 asks to fail")
-    return [f"{{os.path.basename(p)}}: {version}" for p in mini_batch]
-'''
-
-
-def _write_editable_script(services: Services, version: str, fails: bool) -> None:
-    (services.data / "script").mkdir(exist_ok=True)
-    (services.data / "script" / "score.py").write_text(
-        EDITABLE_SCRIPT.format(version=version, fails=fails))
-
 
 def _task_log(services: Services, run_id: str, task: str) -> str:
     folder = f"run_id={run_id}"
@@ -227,11 +220,11 @@ def _task_log(services: Services, run_id: str, task: str) -> str:
 def test_clearing_failed_tasks_after_a_script_edit_fails_instead_of_mixing_versions(
         services: Services):
     dag_id = "prt_editable"
-    _write_editable_script(services, "v1", fails=True)
+    write_editable_script(services.data, "v1", fails=True)
     run_id = services.trigger({"node_count": 1, "mini_batch_size": 1, "error_threshold": 0},
                               dag_id)
     assert services.wait(run_id, dag_id=dag_id) == "failed"
-    _write_editable_script(services, "v2", fails=False)
+    write_editable_script(services.data, "v2", fails=False)
 
     services.api("POST", f"dags/{dag_id}/clearTaskInstances",
                  {"dag_run_id": run_id, "only_failed": True, "dry_run": False,
@@ -244,3 +237,24 @@ def test_clearing_failed_tasks_after_a_script_edit_fails_instead_of_mixing_versi
     assert changed in _task_log(services, run_id, "reducer")
     output = services.output_dir(run_id, dag_id) / "parallel_run_step.txt"
     assert not output.exists() or "v2" not in output.read_text()
+
+
+def test_a_miss_after_a_cleared_node_with_an_edited_script_blames_the_script(
+        services: Services):
+    dag_id = "prt_editable"
+    write_editable_script(services.data, "v1", fails=False)
+    conf = {"node_count": 1, "mini_batch_size": 4}
+    first = services.trigger(conf, dag_id)
+    assert services.wait(first, dag_id=dag_id) == "success"
+    write_editable_script(services.data, "v2", fails=False)
+    services.api("POST", f"dags/{dag_id}/clearTaskInstances",
+                 {"dag_run_id": first, "only_failed": False, "dry_run": False,
+                  "task_ids": [f"{STEP}.node", f"{STEP}.reducer"], "reset_dag_runs": True})
+    services.wait(first, dag_id=dag_id)
+
+    second = services.trigger(conf, dag_id)
+
+    assert services.wait(second, dag_id=dag_id) == "success"
+    planner = _task_log(services, second, "planner")
+    assert f"reuse: MISS: the entry script or its folder changed since run {first!r}" in planner
+    assert "the inputs changed" not in planner
