@@ -222,8 +222,7 @@ def write_error_summary(location: OutputLocation, errors: list[ErrorEvent]) -> l
 def write_job_result(location: OutputLocation, result: JobResult, error_pointer: str | None) -> None:
     """logs/job_result.txt for people, logs/job_result.json for programs (and the report)."""
     lines = [result.status, f"reason: {result.reason or 'none'}"]
-    lines += [f"{group}: " + ", ".join(f"{logs.count(n)} {label}" for label, n in counts)
-              for group, counts in result.counts().items()]
+    lines += [_counts_line(group, counts) for group, counts in result.counts().items()]
     lines += [f"output: {result.output_file or 'none'}",
               f"elapsed: {result.elapsed_seconds:.1f} s"]
     if error_pointer:
@@ -232,3 +231,12 @@ def write_job_result(location: OutputLocation, result: JobResult, error_pointer:
     location.write_json(logs.JOB_RESULT_JSON, result.to_dict())
     location.write_atomic(logs.JOB_RESULT, ("\n".join(lines) + "\n").encode())
     location.append_text(logs.MASTER_ROLE, logs.line(f"job result: {lines[0]}; " + "; ".join(lines[1:])))
+
+
+def _counts_line(group: str, counts: list[tuple[str, int | None]]) -> str:
+    """``items: 20 succeeded, 0 failed``; a count not known (rows of a CSV) is said apart."""
+    line = f"{group}: " + ", ".join(f"{n} {label}" for label, n in counts if n is not None)
+    unknown = [label for label, n in counts if n is None]
+    if unknown:
+        line += f" ({' and '.join(unknown)}: not known before the rows are read)"
+    return line

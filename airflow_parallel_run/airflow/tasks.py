@@ -29,12 +29,14 @@ from ..engine.job import (
     Totals,
 )
 from ..errors import ParallelRunError
+from ..results import RESULTS_DIR
 from .provider import output_root
 from .reuse import ReuseFacts, ReuseIndex, earlier_run, reuse_key
 from .step import NODE_RESULT_KEY, PLAN_KEY, Shard, StepDefinition, StepPlan, rendered_settings
 
 PROGRESS_EVERY = 15.0  # seconds between a node's progress lines in its task log
 ERRORS_SHOWN = 20  # lines of the error summary copied into the reducer's task log
+PLANNER_FAILURE_KEY = "parallel_run_planner_failure"  # why the planner failed, for the reducer
 
 
 def default_output(dag_id: str, step: str, run_id: str) -> str:
@@ -88,6 +90,13 @@ class ParallelRunPlanner(_StepTask):
         self.settings = settings
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        try:
+            return self._plan(context)
+        except AirflowFailException as exc:  # the reducer repeats it, not "nothing to reduce"
+            context["ti"].xcom_push(PLANNER_FAILURE_KEY, str(exc))
+            raise
+
+    def _plan(self, context: Any) -> list[dict[str, Any]]:
         step, ti = self.step, context["ti"]
         try:
             config = step.config.render(self.settings)
@@ -207,7 +216,7 @@ class ParallelRunNode(_StepTask):
         progress = _ProgressLog(self.log, shard)
         self.log.info("%s (mini-batches %s); worker logs under %s/logs", shard.label(),
                       _span(job_plan.shard(shard.node_index)), job_plan.output)
-        if ti.try_number > 1:
+        if ti.try_number > 1 and job.location.listdir(RESULTS_DIR):  # not after a fresh plan
             self.log.info("try %d: mini-batches that already have a result are not run again",
                           ti.try_number)
         try:  # settings this machine cannot run (more processes than its CPUs allow)
@@ -253,8 +262,10 @@ class ParallelRunReducer(_StepTask):
         step, ti = self.step, context["ti"]
         step_plan = _step_plan(context, self.planner_task_id)
         if step_plan is None:
-            raise AirflowFailException(f"{step.name}: the planner did not finish: nothing to "
-                                       "reduce (see the planner's log)")
+            reason = ti.xcom_pull(task_ids=self.planner_task_id, key=PLANNER_FAILURE_KEY)
+            raise AirflowFailException(
+                f"the planner failed: {reason}" if reason else
+                f"{step.name}: the planner did not finish (see the planner's log)")
         job_plan = JobPlan.from_dict(step_plan.job)
         job = self._job(step_plan.settings, job_plan.output)
 

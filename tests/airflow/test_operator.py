@@ -240,3 +240,15 @@ def test_a_run_is_not_reused_once_its_folder_ran_again_with_another_script(
         in run.task_log("planner")
     assert (tmp_path / "fixed" / "parallel_run_step.txt").read_text().splitlines() == \
         [f"f{i:03d}.txt: v1" for i in range(6)]
+
+
+def test_a_failed_planner_s_reason_is_repeated_by_the_reducer(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok"])
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"error_threshold": -5})
+
+    reducer = run.task_log("reducer")
+    assert "the planner failed: step: a setting is not valid" in reducer
+    assert "error_threshold = -5: must be >= -1" in reducer
+    assert "nothing to reduce" not in reducer
