@@ -36,6 +36,7 @@ from .step import NODE_RESULT_KEY, PLAN_KEY, Shard, StepDefinition, StepPlan, re
 
 PROGRESS_EVERY = 15.0  # seconds between a node's progress lines in its task log
 ERRORS_SHOWN = 20  # lines of the error summary copied into the reducer's task log
+RESUME_HOW = "clear the failed node task(s) and the reducer of this run to resume"
 PLANNER_FAILURE_KEY = "parallel_run_planner_failure"  # why the planner failed, for the reducer
 
 
@@ -276,7 +277,7 @@ class ParallelRunReducer(_StepTask):
             if step_plan.reused_from is not None:
                 result = job.adopt(earlier_run(step_plan.reused_from))
             else:
-                result = job.reduce(job_plan, self._node_results(context, job_plan))
+                result = job.reduce(job_plan, self._node_results(context, job_plan), RESUME_HOW)
         except ParallelRunError as exc:
             raise _failed(step, exc) from None
         self._log_result(job, result)
@@ -305,7 +306,7 @@ class ParallelRunReducer(_StepTask):
         self._log_group(JOB_RESULT, list(job.location.iter_lines(JOB_RESULT)))
         if not result.success:
             errors = list(job.location.iter_lines(USER_ERROR_SUMMARY))
-            if errors:
+            if errors and errors[0].strip() != "no errors":
                 self._log_group(f"{USER_ERROR_SUMMARY} (first {min(ERRORS_SHOWN, len(errors))} "
                                 f"of {len(errors)})", errors[:ERRORS_SHOWN])
 

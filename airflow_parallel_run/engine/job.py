@@ -240,15 +240,19 @@ class Job:
             abort.connect(node)
         return node.run()
 
-    def reduce(self, job_plan: JobPlan,
-               node_results: Sequence[NodeResult | None]) -> JobResult:
-        """Judge the job from its records; a node that did not report counts against it."""
+    def reduce(self, job_plan: JobPlan, node_results: Sequence[NodeResult | None],
+               resume_how: str = "run it again to resume") -> JobResult:
+        """Judge the job from its records; a node that did not report counts against it.
+        ``resume_how``: what the user does to resume an interrupted job, where it runs."""
         self.check_unchanged()
         reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
         if any(r is None for r in node_results):
             reasons.append("a node did not report its result")
-        if any(r is not None and r.aborted for r in node_results):
-            reasons.append("the job was interrupted before it finished; run it again to resume")
+        stopped = [r.node_index for r in node_results if r is not None and r.aborted]
+        if stopped:
+            nodes = ", ".join(f"node {i + 1} of {job_plan.node_count}" for i in stopped)
+            reasons.append(f"the job was interrupted before it finished ({nodes} stopped); "
+                           f"{resume_how}")
         result = reduce_job(self.location, self.config, job_plan, reasons)
         if job_plan.mini_batch_count == 0:
             result.notes.append("the input is empty: nothing to do")
