@@ -219,15 +219,19 @@ def write_error_summary(location: OutputLocation, errors: list[ErrorEvent]) -> l
     return groups
 
 
-def write_job_result(location: OutputLocation, result: JobResult, error_pointer: str | None) -> None:
-    """logs/job_result.txt for people, logs/job_result.json for programs (and the report)."""
+def write_job_result(location: OutputLocation, result: JobResult, error_pointer: str | None,
+                     report: str = logs.JOB_REPORT, reused: str | None = None) -> None:
+    """logs/job_result.txt for people, logs/job_result.json for programs (and the report).
+    ``reused``: the result is an earlier run's (what it says), whose ``report`` is elsewhere."""
     lines = [result.status, f"reason: {result.reason or 'none'}"]
+    if reused:
+        lines.append(reused)
     lines += [_counts_line(group, counts) for group, counts in result.counts().items()]
     lines += [f"output: {result.output_file or 'none'}",
               f"elapsed: {result.elapsed_seconds:.1f} s"]
     if error_pointer:
         lines.append(f"see {logs.USER_ERROR_SUMMARY}: {error_pointer}")
-    lines.append(f"report: {logs.JOB_REPORT}")
+    lines.append(f"report: {report}")
     location.write_json(logs.JOB_RESULT_JSON, result.to_dict())
     location.write_atomic(logs.JOB_RESULT, ("\n".join(lines) + "\n").encode())
     location.append_text(logs.MASTER_ROLE, logs.line(f"job result: {lines[0]}; " + "; ".join(lines[1:])))

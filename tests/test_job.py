@@ -166,3 +166,15 @@ def test_a_node_run_after_its_entry_script_changed_refuses_to_mix_results(tmp_pa
 
     with pytest.raises(StateError, match="the entry script changed since this run was planned"):
         same_job(job, str(tmp_path / "out")).run_node(job_plan, 0)
+
+
+def test_an_adopted_result_says_it_was_reused_and_points_at_the_earlier_runs_report(tmp_path):
+    job = make_job(tmp_path)
+    run = EarlierRun("run 'r1' of dag.step (/earlier)", None, Totals(), 3, 6, "/earlier")
+
+    job.adopt(run)
+
+    text = (tmp_path / "out" / "logs" / "job_result.txt").read_text()
+    assert "reused the result of run 'r1' of dag.step (/earlier)" in text
+    assert "report: /earlier/logs/job_report.html" in text
+    assert "report: logs/job_report.html" not in text

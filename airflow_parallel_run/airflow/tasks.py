@@ -273,14 +273,17 @@ class ParallelRunReducer(_StepTask):
         if job_plan.mini_batch_count == 0:
             job.reduce(job_plan, [])  # writes logs/job_result.txt: nothing to do
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
+        report = job.location.display(JOB_REPORT)
         try:
             if step_plan.reused_from is not None:
-                result = job.adopt(earlier_run(step_plan.reused_from))
+                earlier = earlier_run(step_plan.reused_from)
+                report = earlier.report() or report
+                result = job.adopt(earlier)
             else:
                 result = job.reduce(job_plan, self._node_results(context, job_plan), RESUME_HOW)
         except ParallelRunError as exc:
             raise _failed(step, exc) from None
-        self._log_result(job, result)
+        self._log_result(job, result, report)
         if not result.success:
             raise AirflowFailException(f"{step.name} FAILED: {result.reason}")
 
@@ -299,10 +302,11 @@ class ParallelRunReducer(_StepTask):
             }
         return data
 
-    def _log_result(self, job: Job, result: JobResult) -> None:
+    def _log_result(self, job: Job, result: JobResult, report: str) -> None:
         """The job's result file in the task log, and for a failed job its first errors."""
-        self.log.info("job report: %s (one page: open it in a browser)",
-                      job.location.display(JOB_REPORT))
+        for note in result.notes:
+            self.log.info("%s", note)
+        self.log.info("job report: %s (one page: open it in a browser)", report)
         self._log_group(JOB_RESULT, list(job.location.iter_lines(JOB_RESULT)))
         if not result.success:
             errors = list(job.location.iter_lines(USER_ERROR_SUMMARY))

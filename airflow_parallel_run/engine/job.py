@@ -67,12 +67,17 @@ class EarlierRun:
     totals: Totals
     mini_batch_count: int
     item_count: int | None
+    output_dir: str | None = None  # its folder, where its report is
 
     @classmethod
     def from_result(cls, name: str, result: dict[str, Any]) -> EarlierRun:
         """From that run's ``JobResult.to_dict()``."""
         return cls(name, result.get("output_file"), Totals(**result["totals"]),
-                   result["mini_batch_count"], result["item_count"])
+                   result["mini_batch_count"], result["item_count"], result.get("output_dir"))
+
+    def report(self) -> str | None:
+        """Its job report (a reusing run's folder has none of its own)."""
+        return None if self.output_dir is None else f"{self.output_dir.rstrip('/')}/{JOB_REPORT}"
 
 
 class AbortSwitch:
@@ -274,7 +279,8 @@ class Job:
                 "arguments are the same")
         result = JobResult(True, None, earlier.totals, earlier.mini_batch_count,
                            earlier.item_count, location.display(), output_file, notes=[note])
-        write_job_result(location, result, None)
+        write_job_result(location, result, None, report=earlier.report() or JOB_REPORT,
+                         reused=note)
         self._note(note)
         return result
 
