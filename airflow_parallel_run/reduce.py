@@ -30,8 +30,11 @@ from .events import ErrorEvent, TryEvent, read_events
 from .plan import JOB_FILE, JobPlan, iter_plan, state_format_error
 from .progress import write_overview
 from .results import Records
-from .storage import OutputLocation
+from .storage import STATE_DIR, OutputLocation
 from .thresholds import Totals, final_verdict
+
+NODE_STARTS_DIR = f"{STATE_DIR}/node_starts"  # node-<index>.json: when each node last started
+REDUCED_FILE = f"{STATE_DIR}/reduced.json"  # when the job was last judged
 
 if TYPE_CHECKING:
     from .report import ErrorGroup
@@ -56,6 +59,14 @@ class JobResult:
     elapsed_seconds: float = 0.0
     resumed: bool = False
     notes: list[str] = field(default_factory=list)
+    attempt_seconds: float | None = None  # since this attempt began (None: as elapsed_seconds)
+
+    def elapsed(self) -> str:
+        """This attempt's time and, when it differs, the time since the job was planned."""
+        if self.attempt_seconds is None or self.elapsed_seconds - self.attempt_seconds < 1:
+            return f"{self.elapsed_seconds:.1f} s"
+        return (f"{self.attempt_seconds:.1f} s this attempt, {self.elapsed_seconds:.1f} s "
+                "since the job was planned")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +96,7 @@ class JobResult:
         t = self.totals
         text = (f"{self.status}: {t.succeeded_items} items succeeded, {t.failed_items} failed; "
                 f"{t.mini_batches_done} of {self.mini_batch_count} mini-batches done, "
-                f"{t.failed_mini_batches} failed; {self.elapsed_seconds:.1f} s")
+                f"{t.failed_mini_batches} failed; {self.elapsed()}")
         if self.resumed:
             text += " (resumed an earlier run of the same job)"
         if self.reason:
@@ -117,8 +128,20 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     result = JobResult(reason is None, reason, totals, count, job_plan.item_count,
                        location.display(), output_file, missing, time.time() - job_plan.started,
                        job_plan.resumed)
+    result.attempt_seconds = time.time() - attempt_started(location, job_plan)
     write_final_logs(location, job_plan, result)
+    location.write_json(REDUCED_FILE, {"at": time.time()})
     return result
+
+
+def attempt_started(location: OutputLocation, job_plan: JobPlan) -> float:
+    """When this attempt began: the plan, or the first node started since the last verdict
+    (a node task cleared and run again long after the plan is a new attempt)."""
+    last = (location.read_json(REDUCED_FILE) or {}).get("at", 0.0)
+    starts = [job_plan.started] + [
+        (location.read_json(f"{NODE_STARTS_DIR}/{name}") or {}).get("at", 0.0)
+        for name in location.listdir(NODE_STARTS_DIR)]
+    return min((t for t in starts if t > last), default=job_plan.started)
 
 
 def _count_and_assemble(location: OutputLocation, count: int,
@@ -228,7 +251,7 @@ def write_job_result(location: OutputLocation, result: JobResult, error_pointer:
         lines.append(reused)
     lines += [_counts_line(group, counts) for group, counts in result.counts().items()]
     lines += [f"output: {result.output_file or 'none'}",
-              f"elapsed: {result.elapsed_seconds:.1f} s"]
+              f"elapsed: {result.elapsed()}"]
     if error_pointer:
         lines.append(f"see {logs.USER_ERROR_SUMMARY}: {error_pointer}")
     lines.append(f"report: {report}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,20 @@ def test_an_adopted_result_says_it_was_reused_and_points_at_the_earlier_runs_rep
     assert "reused the result of run 'r1' of dag.step (/earlier)" in text
     assert "report: /earlier/logs/job_report.html" in text
     assert "report: logs/job_report.html" not in text
+
+
+def test_a_node_run_again_later_reports_its_attempts_time_apart_from_the_time_since_planning(
+        tmp_path):
+    job = make_job(tmp_path, mini_batch_size=3, node_count=2)
+    job_plan = job.plan()
+    job_plan.started -= 300  # planned five minutes ago
+    job.reduce(job_plan, [job.run_node(job_plan, 0), None])  # node 2 did not finish
+
+    result = job.reduce(job_plan, [job.run_node(job_plan, 0), job.run_node(job_plan, 1)])
+
+    assert result.success
+    assert result.attempt_seconds is not None and result.attempt_seconds < 60
+    assert result.elapsed_seconds >= 300
+    text = (tmp_path / "out" / "logs" / "job_result.txt").read_text()
+    assert re.search(r"elapsed: \d+\.\d s this attempt, 3\d\d\.\d s since the job was planned",
+                     text)

@@ -24,7 +24,7 @@ from ..errors import ConfigError, StateError
 from ..inputs import SideInput
 from ..logs import JOB_REPORT, JOB_RESULT, USER_ERROR_SUMMARY
 from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
-from ..reduce import JobResult, reduce_job, write_job_result
+from ..reduce import NODE_STARTS_DIR, JobResult, reduce_job, write_job_result
 from ..results import RESULTS_DIR, MiniBatchRecord
 from ..source import Manifest, job_manifest, manifest_hash, manifest_record, store_manifest
 from ..storage import STATE_DIR, is_remote_url, local_path, open_location
@@ -240,6 +240,7 @@ class Job:
         """Run node ``node_index``'s shard of the plan on this machine; mini-batches that
         already have a result are not run again. ``abort`` stops it from another thread."""
         self.check_unchanged()
+        self.location.write_json(f"{NODE_STARTS_DIR}/node-{node_index}.json", {"at": time.time()})
         node = self.make_node(job_plan, node_index, on_record, on_tick)
         if abort is not None:
             abort.connect(node)
