@@ -142,7 +142,7 @@ def _number(text: str | None, default: float = 0.0) -> float:
 
 
 def _where(t: TryEvent) -> str:
-    return f"node {t.node} ({t.ip})"
+    return f"node {t.node + 1} ({t.ip})"  # numbered from 1, as Airflow shows nodes
 
 
 def _finished(tries: list[TryEvent]) -> list[TryEvent]:

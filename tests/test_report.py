@@ -168,7 +168,7 @@ def test_the_summary_shows_the_result_and_the_counts(report):
 def test_the_progress_chart_has_a_cumulative_line_per_node(report):
     _, page = report
     # a mini-batch counts once, when its deciding try ends; a stopped one does not count
-    assert series_of(page, "chart-progress") == {"node 0 (10.0.0.4)": "7", "node 1 (10.0.0.5)": "4"}
+    assert series_of(page, "chart-progress") == {"node 1 (10.0.0.4)": "7", "node 2 (10.0.0.5)": "4"}
 
 
 def test_the_slowest_tries_are_listed_longest_first(report):
@@ -275,7 +275,7 @@ def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_chromium_renders_the_chart_and_the_numbers(report, tmp_path):
     path, _ = report
     dom = chromium(tmp_path, "--dump-dom", path.as_uri()).stdout
-    assert series_of(dom, "chart-progress") == {"node 0 (10.0.0.4)": "7", "node 1 (10.0.0.5)": "4"}
+    assert series_of(dom, "chart-progress") == {"node 1 (10.0.0.4)": "7", "node 2 (10.0.0.5)": "4"}
     assert set(series_of(dom, "chart-cpu")) == {"10.0.0.4", "10.0.0.5"}
     assert text_of(dom, "job-status") == "FAILED"
     assert text_of(dom, "items-succeeded") == "83"
