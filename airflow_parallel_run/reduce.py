@@ -31,8 +31,11 @@ from .events import ErrorEvent, TryEvent, read_events
 from .plan import JOB_FILE, JobPlan, iter_plan, state_format_error
 from .progress import write_overview
 from .results import RESULTS_DIR, Records
-from .storage import OutputLocation, describe_os_error
+from .storage import STATE_DIR, OutputLocation, describe_os_error
 from .thresholds import Totals, final_verdict
+
+NODE_STARTS_DIR = f"{STATE_DIR}/node_starts"  # node-<index>.json: when each node last started
+REDUCED_FILE = f"{STATE_DIR}/reduced.json"  # when the job was last judged
 
 if TYPE_CHECKING:
     from .report import ErrorGroup
@@ -57,6 +60,14 @@ class JobResult:
     elapsed_seconds: float = 0.0
     resumed: bool = False
     notes: list[str] = field(default_factory=list)
+    attempt_seconds: float | None = None  # since this attempt began (None: as elapsed_seconds)
+
+    def elapsed(self) -> str:
+        """This attempt's time and, when it differs, the time since the job was planned."""
+        if self.attempt_seconds is None or self.elapsed_seconds - self.attempt_seconds < 1:
+            return f"{self.elapsed_seconds:.1f} s"
+        return (f"{self.attempt_seconds:.1f} s this attempt, {self.elapsed_seconds:.1f} s "
+                "since the job was planned")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,7 +110,7 @@ class JobResult:
         t = self.totals
         text = (f"{self.status}: {t.succeeded_items} items succeeded, {t.failed_items} failed; "
                 f"{t.mini_batches_done} of {self.mini_batch_count} mini-batches done, "
-                f"{t.failed_mini_batches} failed; {self.elapsed_seconds:.1f} s")
+                f"{t.failed_mini_batches} failed; {self.elapsed()}")
         if self.resumed:
             text += " (resumed an earlier run of the same job)"
         if self.reason:
@@ -150,6 +161,7 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
         result.notes.append(f"{location.display(f'{RESULTS_DIR}/{name}')} ignored: "
                             "this job did not write that record log")
         location.append_text(logs.MASTER_ROLE, logs.line(f"WARNING {result.notes[-1]}"))
+    result.attempt_seconds = time.time() - attempt_started(location, job_plan)
     try:
         write_final_logs(location, job_plan, result)
     except OSError as exc:  # a full disk: at least job_result.txt, if it still fits
@@ -157,12 +169,23 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
                             f"{describe_os_error(exc, location.display('logs'))}")
         with contextlib.suppress(OSError):
             write_job_result(location, result, None)
+    location.write_json(REDUCED_FILE, {"at": time.time()})
     return result
 
 
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def attempt_started(location: OutputLocation, job_plan: JobPlan) -> float:
+    """When this attempt began: the plan, or the first node started since the last verdict
+    (a node task cleared and run again long after the plan is a new attempt)."""
+    last = (location.read_json(REDUCED_FILE) or {}).get("at", 0.0)
+    starts = [job_plan.started] + [
+        (location.read_json(f"{NODE_STARTS_DIR}/{name}") or {}).get("at", 0.0)
+        for name in location.listdir(NODE_STARTS_DIR)]
+    return min((t for t in starts if t > last), default=job_plan.started)
 
 
 def _count_and_assemble(location: OutputLocation, count: int,
@@ -284,16 +307,29 @@ def write_error_summary(location: OutputLocation, errors: list[ErrorEvent]) -> l
     return groups
 
 
-def write_job_result(location: OutputLocation, result: JobResult, error_pointer: str | None) -> None:
-    """logs/job_result.txt for people, logs/job_result.json for programs (and the report)."""
-    lines = [result.status, f"reason: {result.reason or 'none'}", *result.failure_lines()]
-    lines += [f"{group}: " + ", ".join(f"{logs.count(n)} {label}" for label, n in counts)
-              for group, counts in result.counts().items()]
+def write_job_result(location: OutputLocation, result: JobResult, error_pointer: str | None,
+                     report: str = logs.JOB_REPORT, reused: str | None = None) -> None:
+    """logs/job_result.txt for people, logs/job_result.json for programs (and the report).
+    ``reused``: the result is an earlier run's (what it says), whose ``report`` is elsewhere."""
+    lines = [result.status, f"reason: {result.reason or 'none'}"]
+    if reused:
+        lines.append(reused)
+    lines += result.failure_lines()
+    lines += [_counts_line(group, counts) for group, counts in result.counts().items()]
     lines += [f"output: {result.output_file or 'none'}",
-              f"elapsed: {result.elapsed_seconds:.1f} s"]
+              f"elapsed: {result.elapsed()}"]
     if error_pointer:
         lines.append(f"see {logs.USER_ERROR_SUMMARY}: {error_pointer}")
-    lines.append(f"report: {logs.JOB_REPORT}")
+    lines.append(f"report: {report}")
     location.write_json(logs.JOB_RESULT_JSON, result.to_dict())
     location.write_atomic(logs.JOB_RESULT, logs.encoded("\n".join(lines) + "\n"))
     location.append_text(logs.MASTER_ROLE, logs.line(f"job result: {lines[0]}; " + "; ".join(lines[1:])))
+
+
+def _counts_line(group: str, counts: list[tuple[str, int | None]]) -> str:
+    """``items: 20 succeeded, 0 failed``; a count not known (rows of a CSV) is said apart."""
+    line = f"{group}: " + ", ".join(f"{n} {label}" for label, n in counts if n is not None)
+    unknown = [label for label, n in counts if n is None]
+    if unknown:
+        line += f" ({' and '.join(unknown)}: not known before the rows are read)"
+    return line

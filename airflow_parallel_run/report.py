@@ -142,7 +142,7 @@ def _number(text: str | None, default: float = 0.0) -> float:
 
 
 def _where(t: TryEvent) -> str:
-    return f"node {t.node} ({t.ip})"
+    return f"node {t.node + 1} ({t.ip})"  # numbered from 1, as Airflow shows nodes
 
 
 def _finished(tries: list[TryEvent]) -> list[TryEvent]:
@@ -321,7 +321,7 @@ def _result_parts(result: JobResult) -> list[str]:
                          f'</span><span class="label">{_e(group)} {_e(label)}</span></div>')
     parts.append(f'<div class="cards">{"".join(cards)}</div>')
     other = [("output", result.output_file or "none"),
-             ("elapsed", f"{result.elapsed_seconds:.1f} s")]
+             ("elapsed", result.elapsed())]
     if result.resumed:
         other.append(("resumed", "an earlier run of the same job"))
     other += [("note", note) for note in result.notes]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from support import make_files, output_lines, write_script
 
 from airflow_parallel_run import FileDataset, ParallelRunConfig
 from airflow_parallel_run.engine.job import STATE_DIR, AbortSwitch, EarlierRun, Job, Totals
+from airflow_parallel_run.errors import StateError
 
 ECHO = """
 def run(mini_batch):
@@ -140,3 +143,56 @@ def test_an_earlier_runs_source_offered_with_a_changed_file_is_not_taken(tmp_pat
     second.offer_source(first.source_record())
 
     assert second.plan().fingerprint != first_plan.fingerprint
+
+
+def test_an_interrupted_node_names_itself_and_how_to_resume_where_the_job_runs(tmp_path):
+    job = make_job(tmp_path, mini_batch_size=3, node_count=2)
+    job_plan = job.plan()
+    switch = AbortSwitch()
+    switch.pull()
+
+    result = job.reduce(job_plan, [job.run_node(job_plan, 0),
+                                   job.run_node(job_plan, 1, abort=switch)],
+                        resume_how="clear the failed node task(s) and the reducer of this run")
+
+    assert result.reason == ("the job was interrupted before it finished (node 2 of 2 stopped); "
+                             "clear the failed node task(s) and the reducer of this run")
+    assert "run it again" not in result.reason
+
+
+def test_a_node_run_after_its_entry_script_changed_refuses_to_mix_results(tmp_path):
+    job = make_job(tmp_path)
+    job_plan = job.plan()
+    write_script(tmp_path / "scripts", ECHO + "\n# v2\n")
+
+    with pytest.raises(StateError, match="the entry script changed since this run was planned"):
+        same_job(job, str(tmp_path / "out")).run_node(job_plan, 0)
+
+
+def test_an_adopted_result_says_it_was_reused_and_points_at_the_earlier_runs_report(tmp_path):
+    job = make_job(tmp_path)
+    run = EarlierRun("run 'r1' of dag.step (/earlier)", None, Totals(), 3, 6, "/earlier")
+
+    job.adopt(run)
+
+    text = (tmp_path / "out" / "logs" / "job_result.txt").read_text()
+    assert "reused the result of run 'r1' of dag.step (/earlier)" in text
+    assert "report: /earlier/logs/job_report.html" in text
+    assert "report: logs/job_report.html" not in text
+
+
+def test_a_node_run_again_later_reports_its_attempts_time_apart_from_the_time_since_planning(
+        tmp_path):
+    job = make_job(tmp_path, mini_batch_size=3, node_count=2)
+    job_plan = job.plan()
+    job_plan.started -= 300  # planned five minutes ago
+    job.reduce(job_plan, [job.run_node(job_plan, 0), None])  # node 2 did not finish
+
+    result = job.reduce(job_plan, [job.run_node(job_plan, 0), job.run_node(job_plan, 1)])
+
+    assert result.success
+    assert result.attempt_seconds is not None and result.attempt_seconds < 60
+    assert result.elapsed_seconds >= 300
+    text = (tmp_path / "out" / "logs" / "job_result.txt").read_text()
+    assert re.search(r"elapsed: \d+\.\d s this attempt, 3\d\d\.\d s since the job was planned",
+                     text)

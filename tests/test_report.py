@@ -15,7 +15,7 @@ import pytest
 
 from airflow_parallel_run.events import ErrorEvent, TryEvent, event_log, to_line
 from airflow_parallel_run.monitor import DISK_COLUMNS, NODE_COLUMNS, PROCESS_COLUMNS
-from airflow_parallel_run.reduce import JobResult
+from airflow_parallel_run.reduce import JobResult, write_job_result
 from airflow_parallel_run.report import group_errors, write_job_report
 from airflow_parallel_run.storage import LocalLocation
 from airflow_parallel_run.thresholds import Totals
@@ -168,7 +168,7 @@ def test_the_summary_shows_the_result_and_the_counts(report):
 def test_the_progress_chart_has_a_cumulative_line_per_node(report):
     _, page = report
     # a mini-batch counts once, when its deciding try ends; a stopped one does not count
-    assert series_of(page, "chart-progress") == {"node 0 (10.0.0.4)": "7", "node 1 (10.0.0.5)": "4"}
+    assert series_of(page, "chart-progress") == {"node 1 (10.0.0.4)": "7", "node 2 (10.0.0.5)": "4"}
 
 
 def test_the_slowest_tries_are_listed_longest_first(report):
@@ -275,7 +275,7 @@ def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_chromium_renders_the_chart_and_the_numbers(report, tmp_path):
     path, _ = report
     dom = chromium(tmp_path, "--dump-dom", path.as_uri()).stdout
-    assert series_of(dom, "chart-progress") == {"node 0 (10.0.0.4)": "7", "node 1 (10.0.0.5)": "4"}
+    assert series_of(dom, "chart-progress") == {"node 1 (10.0.0.4)": "7", "node 2 (10.0.0.5)": "4"}
     assert set(series_of(dom, "chart-cpu")) == {"10.0.0.4", "10.0.0.5"}
     assert text_of(dom, "job-status") == "FAILED"
     assert text_of(dom, "items-succeeded") == "83"
@@ -292,3 +292,17 @@ def test_chromium_takes_a_screenshot_of_the_page(report, tmp_path):
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (1100, 2400)
     assert len(data) > 50_000, f"{len(data)} bytes: the page looks empty"
+
+
+def test_job_result_of_a_table_says_planned_rows_are_unknown_not_an_unknown_number(
+        tmp_path: Path):
+    location = LocalLocation(str(tmp_path))
+    result = JobResult(True, None, Totals(mini_batches_done=2, succeeded_items=20000), 2, None,
+                       str(tmp_path))
+
+    write_job_result(location, result, None)
+
+    text = (tmp_path / "logs" / "job_result.txt").read_text()
+    assert "items: 20000 succeeded, 0 failed (planned: not known before the rows are read)" \
+        in text
+    assert "an unknown number of planned" not in text

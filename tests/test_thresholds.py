@@ -92,4 +92,4 @@ def test_exceeding_a_threshold_stops_new_mini_batches(runner):
 def test_the_threshold_check_that_stopped_the_job_is_in_master_role(job, runner):
     assert not job(allowed_failed_count=0).success
     master = (runner.output / "logs/sys/master_role.txt").read_text()
-    assert "threshold check on node 0: allowed_failed_count exceeded: 1 mini-batches failed" in master
+    assert "threshold check on node 1: allowed_failed_count exceeded: 1 mini-batches failed" in master

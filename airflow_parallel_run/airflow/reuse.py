@@ -2,8 +2,10 @@
 
 The key is the engine's plan fingerprint (inputs' names, sizes and modification times or
 etags; the entry script and its folder's manifest (source.py); the arguments; the settings that shape results) joined
-with the whole rendered configuration. A reducer that succeeds records its run; a planner
-that finds the same key, with that run's output still in place, reuses it.
+with the whole rendered configuration. A reducer that succeeds records its run with a hash
+of its output file's content; a planner that finds the same key reuses that run's output
+only while its content is still the one recorded (the folder may have run again since, with
+another script: an entry never outlives the output it points at).
 
 Layout under ``<output_root>/.reuse/``::
 
@@ -21,7 +23,8 @@ from typing import Any
 
 from ..config import ParallelRunConfig
 from ..engine.job import JOB_RESULT, EarlierRun, Job, JobPlan
-from ..storage import open_location
+from ..logs import JOB_RESULT_JSON
+from ..storage import is_remote_url, local_path, open_location
 
 INDEX_DIR = ".reuse"
 # What a hit passes on (in the planner's XCom): enough to adopt the result and say whose.
@@ -78,7 +81,10 @@ class ReuseIndex:
     def decide(self, key: str, dag_id: str, step: str, facts: ReuseFacts) -> Decision:
         entry = self.location.read_json(self._run_rel(key))
         if entry is not None:
-            if self._output_present(entry):
+            if self._output_present(entry) and self._content_hash(entry) != entry.get("content"):
+                miss = (f"the matching run {entry['run_id']!r} finished, but its output "
+                        f"{entry['output']} has changed since (that folder ran again)")
+            elif self._output_present(entry):
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["finished"]))
                 return Decision(True, (
                     "reuse: HIT: the inputs (names, sizes, modification times), the entry "
@@ -120,12 +126,34 @@ class ReuseIndex:
                  "finished": time.time(), "output": result["output_dir"],
                  "output_file": result.get("output_file"), "result": result,
                  "facts": facts.__dict__}
+        entry["content"] = self._content_hash(entry)
         self.location.write_json(self._run_rel(key), entry)
         self.location.write_json(self._step_rel(dag_id, step), entry)
 
     def _output_present(self, entry: dict[str, Any]) -> bool:
         """The earlier run's output file (or, for summary_only, its result log) is still there."""
         output = open_location(entry["output"], self.storage_options)
-        name = entry["output_file"].rstrip("/").rsplit("/", 1)[-1] if entry.get("output_file") \
-            else JOB_RESULT
-        return output.exists(name)
+        return output.exists(_output_name(entry))
+
+    def _content_hash(self, entry: dict[str, Any]) -> str | None:
+        """A hash of the run's output file (for summary_only, of its result), read in blocks."""
+        output = open_location(entry["output"], self.storage_options)
+        rel = JOB_RESULT_JSON if not entry.get("output_file") else _output_name(entry)
+        url = output.display(rel)
+        try:
+            if is_remote_url(url):
+                import fsspec
+
+                handle = fsspec.open(url, "rb", **self.storage_options).open()
+            else:
+                handle = open(local_path(url), "rb")
+            with handle:
+                digest = hashlib.file_digest(handle, "sha256")
+        except FileNotFoundError:
+            return None
+        return digest.hexdigest()
+
+
+def _output_name(entry: dict[str, Any]) -> str:
+    return entry["output_file"].rstrip("/").rsplit("/", 1)[-1] if entry.get("output_file") \
+        else JOB_RESULT

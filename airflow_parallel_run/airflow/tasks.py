@@ -30,12 +30,15 @@ from ..engine.job import (
     Totals,
 )
 from ..errors import ParallelRunError
+from ..results import RESULTS_DIR
 from .provider import output_root
 from .reuse import ReuseFacts, ReuseIndex, earlier_run, reuse_key
 from .step import NODE_RESULT_KEY, PLAN_KEY, Shard, StepDefinition, StepPlan, rendered_settings
 
 PROGRESS_EVERY = 15.0  # seconds between a node's progress lines in its task log
 ERRORS_SHOWN = 20  # lines of the error summary copied into the reducer's task log
+RESUME_HOW = "clear the failed node task(s) and the reducer of this run to resume"
+PLANNER_FAILURE_KEY = "parallel_run_planner_failure"  # why the planner failed, for the reducer
 
 
 def default_output(dag_id: str, step: str, run_id: str) -> str:
@@ -98,6 +101,13 @@ class ParallelRunPlanner(_StepTask):
         self.settings = settings
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        try:
+            return self._plan(context)
+        except AirflowFailException as exc:  # the reducer repeats it, not "nothing to reduce"
+            context["ti"].xcom_push(PLANNER_FAILURE_KEY, str(exc))
+            raise
+
+    def _plan(self, context: Any) -> list[dict[str, Any]]:
         step, ti = self.step, context["ti"]
         try:
             config = step.config.render(self.settings)
@@ -110,7 +120,7 @@ class ParallelRunPlanner(_StepTask):
         if step.allow_reuse:
             index = ReuseIndex(output_root(), step.output_options())
             job.offer_source(index.last_source(ti.dag_id, step.name))
-        job_plan = self._plan(job, ti)
+        job_plan = self._plan_held(job, ti)
         self.log.info("output: %s", job_plan.output)
         items = "" if job_plan.item_count is None else f"{job_plan.item_count} items in "
         self.log.info("planned %s%d mini-batches%s", items, job_plan.mini_batch_count,
@@ -130,7 +140,7 @@ class ParallelRunPlanner(_StepTask):
             return []  # no node runs; the reducer adopts the earlier result
         return [s.to_dict() for s in self._shards(job_plan, settings)]
 
-    def _plan(self, job: Job, ti: Any) -> JobPlan:
+    def _plan_held(self, job: Job, ti: Any) -> JobPlan:
         """The plan, made holding the output's lock; the lock is kept for the nodes and the
         reducer (which releases it), but not when no plan was made."""
         lock = self._hold(job, ti)
@@ -232,7 +242,7 @@ class ParallelRunNode(_StepTask):
         progress = _ProgressLog(self.log, shard)
         self.log.info("%s (mini-batches %s); worker logs under %s/logs", shard.label(),
                       _span(job_plan.shard(shard.node_index)), job_plan.output)
-        if ti.try_number > 1:
+        if ti.try_number > 1 and job.location.listdir(RESULTS_DIR):  # not after a fresh plan
             self.log.info("try %d: mini-batches that already have a result are not run again",
                           ti.try_number)
         lock = self._hold(job, ti)
@@ -282,8 +292,10 @@ class ParallelRunReducer(_StepTask):
         step, ti = self.step, context["ti"]
         step_plan = _step_plan(context, self.planner_task_id)
         if step_plan is None:
-            raise AirflowFailException(f"{step.name}: the planner did not finish: nothing to "
-                                       "reduce (see the planner's log)")
+            reason = ti.xcom_pull(task_ids=self.planner_task_id, key=PLANNER_FAILURE_KEY)
+            raise AirflowFailException(
+                f"the planner failed: {reason}" if reason else
+                f"{step.name}: the planner did not finish (see the planner's log)")
         job_plan = JobPlan.from_dict(step_plan.job)
         job = self._job(step_plan.settings, job_plan.output)
         lock = self._hold(job, ti)
@@ -297,11 +309,17 @@ class ParallelRunReducer(_StepTask):
         if job_plan.mini_batch_count == 0:
             job.reduce(job_plan, [])  # writes logs/job_result.txt: nothing to do
             raise AirflowSkipException(f"{step.name}: the input is empty: nothing to do")
-        if step_plan.reused_from is not None:
-            result = job.adopt(earlier_run(step_plan.reused_from))
-        else:
-            result = job.reduce(job_plan, self._node_results(context, job, job_plan))
-        self._log_result(job, result)
+        report = job.location.display(JOB_REPORT)
+        try:
+            if step_plan.reused_from is not None:
+                earlier = earlier_run(step_plan.reused_from)
+                report = earlier.report() or report
+                result = job.adopt(earlier)
+            else:
+                result = job.reduce(job_plan, self._node_results(context, job, job_plan), RESUME_HOW)
+        except ParallelRunError as exc:
+            raise _failed(step, exc) from None
+        self._log_result(job, result, report)
         if not result.success:
             raise AirflowFailException(f"{step.name} FAILED: {result.reason}")
 
@@ -320,14 +338,15 @@ class ParallelRunReducer(_StepTask):
             }
         return data
 
-    def _log_result(self, job: Job, result: JobResult) -> None:
+    def _log_result(self, job: Job, result: JobResult, report: str) -> None:
         """The job's result file in the task log, and for a failed job its first errors."""
-        self.log.info("job report: %s (one page: open it in a browser)",
-                      job.location.display(JOB_REPORT))
+        for note in result.notes:
+            self.log.info("%s", note)
+        self.log.info("job report: %s (one page: open it in a browser)", report)
         self._log_group(JOB_RESULT, list(job.location.iter_lines(JOB_RESULT)))
         if not result.success:
             errors = list(job.location.iter_lines(USER_ERROR_SUMMARY))
-            if errors:
+            if errors and errors[0].strip() != "no errors":
                 self._log_group(f"{USER_ERROR_SUMMARY} (first {min(ERRORS_SHOWN, len(errors))} "
                                 f"of {len(errors)})", errors[:ERRORS_SHOWN])
 

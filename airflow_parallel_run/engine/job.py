@@ -21,12 +21,12 @@ from typing import Any
 
 from .. import logs
 from ..config import ParallelRunConfig, check_arguments
-from ..errors import ConfigError
+from ..errors import ConfigError, StateError
 from ..inputs import SideInput
 from ..leases import OutputInUse, OutputLock, has_atomic_create
 from ..logs import JOB_REPORT, JOB_RESULT, USER_ERROR_SUMMARY
 from ..plan import JOB_FILE, JobPlan, MiniBatch, adopt_plan, plan_job, script_fingerprint
-from ..reduce import JobResult, reduce_job, write_job_result
+from ..reduce import NODE_STARTS_DIR, JobResult, reduce_job, write_job_result
 from ..results import RESULTS_DIR, MiniBatchRecord
 from ..source import Manifest, job_manifest, manifest_hash, manifest_record, store_manifest
 from ..storage import (
@@ -63,6 +63,14 @@ RecordListener = Callable[[int, MiniBatchRecord], None]
 # frees the output the same day.
 SHARED_LEASE_SECONDS = 30 * 60.0
 
+# What the plan was made from (entry script, its folder, arguments, result-shaping settings):
+# a node or reducer started later (an Airflow task cleared after an edit) compares with it.
+DEFINITION_FILE = f"{STATE_DIR}/definition.json"
+SCRIPT_CHANGED = ("the entry script changed since this run was planned: clear the whole step "
+                  "(planner) to start again")
+DEFINITION_CHANGED = ("the arguments or the settings that shape results changed since this run "
+                      "was planned: clear the whole step (planner) to start again")
+
 
 @dataclass
 class EarlierRun:
@@ -74,12 +82,17 @@ class EarlierRun:
     totals: Totals
     mini_batch_count: int
     item_count: int | None
+    output_dir: str | None = None  # its folder, where its report is
 
     @classmethod
     def from_result(cls, name: str, result: dict[str, Any]) -> EarlierRun:
         """From that run's ``JobResult.to_dict()``."""
         return cls(name, result.get("output_file"), Totals(**result["totals"]),
-                   result["mini_batch_count"], result["item_count"])
+                   result["mini_batch_count"], result["item_count"], result.get("output_dir"))
+
+    def report(self) -> str | None:
+        """Its job report (a reusing run's folder has none of its own)."""
+        return None if self.output_dir is None else f"{self.output_dir.rstrip('/')}/{JOB_REPORT}"
 
 
 class AbortSwitch:
@@ -212,6 +225,8 @@ class Job:
         store_manifest(location, self.script.working_dir, manifest)
         if not resumed and not keep_previous_result:
             self.clear_previous_result()
+        location.write_json(DEFINITION_FILE, {"definition": base,
+                                              "script": self.script_fingerprint()})
         clear_counts(location)
         clear_claims(location)
         node_count = max(1, min(int(config.node_count), summary.mini_batch_count))
@@ -241,6 +256,23 @@ class Job:
         return (job_plan.node_count > 1 and self.config.work_sharing
                 and has_atomic_create(self.location))
 
+    def definition_fingerprint(self) -> str:
+        """The entry script, its folder, the arguments and the settings that shape results."""
+        return script_fingerprint(self.config, self.script.path,
+                                  manifest_hash(self.source_manifest()),
+                                  self.fingerprinted_arguments())
+
+    def check_unchanged(self) -> None:
+        """Refuse to run or judge a plan made from another script, arguments or settings:
+        its finished mini-batches would mix with ours in one output."""
+        planned = self.location.read_json(DEFINITION_FILE)
+        if not isinstance(planned, dict):
+            return  # state of an older version, or no plan: nothing to compare with
+        if planned.get("script") != self.script_fingerprint():
+            raise StateError(SCRIPT_CHANGED)
+        if planned.get("definition") != self.definition_fingerprint():
+            raise StateError(DEFINITION_CHANGED)
+
     def make_node(self, job_plan: JobPlan | None, node_index: int,
                   on_record: RecordListener | None = None,
                   on_tick: Callable[[], None] | None = None) -> Node:
@@ -263,15 +295,19 @@ class Job:
                  abort: AbortSwitch | None = None) -> NodeResult:
         """Run node ``node_index``'s shard of the plan on this machine; mini-batches that
         already have a result are not run again. ``abort`` stops it from another thread."""
+        self.check_unchanged()
+        self.location.write_json(f"{NODE_STARTS_DIR}/node-{node_index}.json", {"at": time.time()})
         node = self.make_node(job_plan, node_index, on_record, on_tick)
         if abort is not None:
             abort.connect(node)
         return node.run()
 
-    def reduce(self, job_plan: JobPlan,
-               node_results: Sequence[NodeResult | None]) -> JobResult:
+    def reduce(self, job_plan: JobPlan, node_results: Sequence[NodeResult | None],
+               resume_how: str = "run it again to resume") -> JobResult:
         """Judge the job from its records; a node that did not report counts against it (with
-        shared work, only when a mini-batch has no result)."""
+        shared work, only when a mini-batch has no result). ``resume_how``: what the user does
+        to resume an interrupted job, where it runs."""
+        self.check_unchanged()
         reasons = [r.stop_reason for r in node_results if r is not None and r.stop_reason]
         # With shared work, other nodes take over the units of a node that was lost or stopped:
         # that counts against the job only when a mini-batch is left without a result.
@@ -279,8 +315,11 @@ class Job:
         lost = soft if self.shares_work(job_plan) else reasons
         if any(r is None for r in node_results):
             lost.append("a node did not report its result")
-        if any(r is not None and r.aborted for r in node_results):
-            lost.append("the job was interrupted before it finished; run it again to resume")
+        stopped = [r.node_index for r in node_results if r is not None and r.aborted]
+        if stopped:
+            nodes = ", ".join(f"node {i + 1} of {job_plan.node_count}" for i in stopped)
+            lost.append(f"the job was interrupted before it finished ({nodes} stopped); "
+                        f"{resume_how}")
         result = reduce_job(self.location, self.config, job_plan, reasons,
                             if_missing=soft[0] if soft else None)
         if job_plan.mini_batch_count == 0:
@@ -303,7 +342,8 @@ class Job:
                 "arguments are the same")
         result = JobResult(True, None, earlier.totals, earlier.mini_batch_count,
                            earlier.item_count, location.display(), output_file, notes=[note])
-        write_job_result(location, result, None)
+        write_job_result(location, result, None, report=earlier.report() or JOB_REPORT,
+                         reused=note)
         self._note(note)
         return result
 

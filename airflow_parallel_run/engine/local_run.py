@@ -182,10 +182,10 @@ class LocalRun:
             self.results[i] = NodeResult(i, Totals(), f"node {i} failed: {why}")
         except Exception as exc:  # a bug of ours: the job fails with it, the others go on
             self.results[i] = NodeResult(i, Totals(),
-                                         f"node {i} failed: {type(exc).__name__}: {exc}")
+                                         f"node {i + 1} failed: {type(exc).__name__}: {exc}")
             with contextlib.suppress(StoreUnavailable):  # the store is down too: told anyway
                 self.job.location.append_text(logs.MASTER_ROLE, logs.line(
-                    f"node {i} failed:\n{traceback.format_exc()}"))
+                    f"node {i + 1} failed:\n{traceback.format_exc()}"))
 
     def _wait(self, stop_event: threading.Event | None) -> None:
         """Until every node thread ends; a stop event set meanwhile aborts the nodes once."""

@@ -83,7 +83,7 @@ class Outcomes:
         self._checked_failures, self._checked_at = failures, now
         reason = exceeded_while_running(config, self.job_totals())
         if reason:
-            note(f"threshold check on node {self.node_index}: {reason}; "
+            note(f"threshold check on node {self.node_index + 1}: {reason}; "
                  "no new mini-batch starts, running ones are stopped")
         return reason
 

@@ -29,7 +29,7 @@ def finished_earlier(location: OutputLocation, indices: range, node_index: int,
     done = {i: r for i, r in read_records(location, indices).items() if r.status == OK}
     changed = _changed_inputs(location, indices, done)
     if changed:
-        note(f"node {node_index}: {len(changed)} finished mini-batches have input "
+        note(f"node {node_index + 1}: {len(changed)} finished mini-batches have input "
              f"files that changed since they ran (first: {changed[0]}); they run again")
     for index in changed:
         del done[index]

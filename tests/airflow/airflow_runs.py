@@ -106,10 +106,11 @@ class AirflowHome:
         assert done.returncode == 0, done.stdout
 
     def dags_test(self, dag_id: str, data: Path, conf: dict | None = None,
-                  output_root: Path | str | None = None, step: str = STEP, **env: str) -> DagRun:
-        """``airflow dags test DAG [-c CONF]`` with PRT_DATA=data; the run's outcome."""
+                  output_root: Path | str | None = None, step: str = STEP,
+                  extra: tuple[str, ...] = (), **env: str) -> DagRun:
+        """``airflow dags test DAG [EXTRA...] [-c CONF]`` with PRT_DATA=data; the run's outcome."""
         output_root = output_root or data / "out"
-        args = ["dags", "test", dag_id] + (["-c", json.dumps(conf)] if conf else [])
+        args = ["dags", "test", dag_id, *extra] + (["-c", json.dumps(conf)] if conf else [])
         done = self.airflow(*args, PRT_DATA=str(data),
                             AIRFLOW__PARALLEL_RUN__OUTPUT_ROOT=str(output_root), **env)
         log = done.stdout
@@ -145,3 +146,20 @@ def make_files(folder: Path, texts: list[str]) -> list[str]:
         (folder / f"f{i:03d}.txt").write_text(text + "\n")
         expected.append(f"f{i:03d}.txt: {text}")
     return expected
+
+
+EDITABLE_SCRIPT = '''
+import os
+
+def run(mini_batch):
+    if {fails} and any(os.path.basename(p) == "f010.txt" for p in mini_batch):
+        raise ValueError("f010 asks to fail")
+    return [f"{{os.path.basename(p)}}: {version}" for p in mini_batch]
+'''
+
+
+def write_editable_script(data: Path, version: str, fails: bool = False) -> None:
+    """``data/script/score.py`` (the prt_editable DAGs' entry script): each file's line says
+    ``version``; with ``fails``, run() raises on f010.txt."""
+    (data / "script").mkdir(exist_ok=True)
+    (data / "script" / "score.py").write_text(EDITABLE_SCRIPT.format(version=version, fails=fails))

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
-from airflow_runs import AirflowHome, make_files
+from airflow_runs import AirflowHome, make_files, write_editable_script
 
 from airflow_parallel_run.leases import OutputLock
 from airflow_parallel_run.storage import LocalLocation
@@ -266,3 +266,34 @@ def test_a_rule_broken_in_the_dag_file_is_an_import_error_naming_it(
 
     assert done.returncode != 0
     assert "Error loading DAG from broken_rule.py: node_count = 0: must be >= 1" in done.stdout
+
+
+def test_a_run_is_not_reused_once_its_folder_ran_again_with_another_script(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok"] * 6)
+    write_editable_script(tmp_path, "v1")
+    first = airflow_home.dags_test("prt_editable_fixed", tmp_path)
+    assert first.state == "success"
+    write_editable_script(tmp_path, "v2")
+    assert airflow_home.dags_test("prt_editable_fixed", tmp_path).state == "success"
+    write_editable_script(tmp_path, "v1")
+
+    run = airflow_home.dags_test("prt_editable_fixed", tmp_path)
+
+    assert run.state == "success"
+    assert f"reuse: MISS: the matching run {first.run_id!r} finished, but its output" \
+        in run.task_log("planner")
+    assert (tmp_path / "fixed" / "parallel_run_step.txt").read_text().splitlines() == \
+        [f"f{i:03d}.txt: v1" for i in range(6)]
+
+
+def test_a_failed_planner_s_reason_is_repeated_by_the_reducer(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok"])
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"error_threshold": -5})
+
+    reducer = run.task_log("reducer")
+    assert "the planner failed: step: a setting is not valid" in reducer
+    assert "error_threshold = -5: must be >= -1" in reducer
+    assert "nothing to reduce" not in reducer

@@ -22,7 +22,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from airflow_runs import AIRFLOW, STEP, TEST_DAGS, AirflowHome, make_files, safe_run_id
+from airflow_runs import (
+    AIRFLOW,
+    STEP,
+    TEST_DAGS,
+    AirflowHome,
+    make_files,
+    safe_run_id,
+    write_editable_script,
+)
 
 from airflow_parallel_run.results import Records
 from airflow_parallel_run.storage import LocalLocation
@@ -200,3 +208,53 @@ def test_a_threshold_broken_on_one_node_stops_the_others_soon_after(services: Se
     assert len([i for i in calls if i in second_share]) < len(second_share)
     result = (services.output_dir(run_id, dag_id) / "logs" / "job_result.txt").read_text()
     assert "error_threshold exceeded: 1 items failed, error_threshold is 0" in result
+
+
+
+def _task_log(services: Services, run_id: str, task: str) -> str:
+    folder = f"run_id={run_id}"
+    return "".join(p.read_text() for p in (services.home.path / "logs").rglob("*.log")
+                   if folder in str(p) and f"task_id={STEP}.{task}" in str(p))
+
+
+def test_clearing_failed_tasks_after_a_script_edit_fails_instead_of_mixing_versions(
+        services: Services):
+    dag_id = "prt_editable"
+    write_editable_script(services.data, "v1", fails=True)
+    run_id = services.trigger({"node_count": 1, "mini_batch_size": 1, "error_threshold": 0},
+                              dag_id)
+    assert services.wait(run_id, dag_id=dag_id) == "failed"
+    write_editable_script(services.data, "v2", fails=False)
+
+    services.api("POST", f"dags/{dag_id}/clearTaskInstances",
+                 {"dag_run_id": run_id, "only_failed": True, "dry_run": False,
+                  "reset_dag_runs": True})
+
+    assert services.wait(run_id, dag_id=dag_id) == "failed"
+    changed = ("the entry script changed since this run was planned: clear the whole step "
+               "(planner) to start again")
+    assert changed in _task_log(services, run_id, "node")
+    assert changed in _task_log(services, run_id, "reducer")
+    output = services.output_dir(run_id, dag_id) / "parallel_run_step.txt"
+    assert not output.exists() or "v2" not in output.read_text()
+
+
+def test_a_miss_after_a_cleared_node_with_an_edited_script_blames_the_script(
+        services: Services):
+    dag_id = "prt_editable"
+    write_editable_script(services.data, "v1", fails=False)
+    conf = {"node_count": 1, "mini_batch_size": 4}
+    first = services.trigger(conf, dag_id)
+    assert services.wait(first, dag_id=dag_id) == "success"
+    write_editable_script(services.data, "v2", fails=False)
+    services.api("POST", f"dags/{dag_id}/clearTaskInstances",
+                 {"dag_run_id": first, "only_failed": False, "dry_run": False,
+                  "task_ids": [f"{STEP}.node", f"{STEP}.reducer"], "reset_dag_runs": True})
+    services.wait(first, dag_id=dag_id)
+
+    second = services.trigger(conf, dag_id)
+
+    assert services.wait(second, dag_id=dag_id) == "success"
+    planner = _task_log(services, second, "planner")
+    assert f"reuse: MISS: the entry script or its folder changed since run {first!r}" in planner
+    assert "the inputs changed" not in planner

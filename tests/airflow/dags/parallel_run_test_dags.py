@@ -89,3 +89,19 @@ with DAG("prt_s3", schedule=None, params=PARAMS):
 with DAG("prt_s3_default_output", schedule=None, params=PARAMS):
     ParallelRunOperator(task_id="step", parallel_run_config=config(), allow_reuse=False,
                         inputs=FileDataset.from_files(f"{S3}/input/", conn_id="prt_s3"))
+
+# An entry script the test edits between a run and its clear: PRT_DATA/script/score.py.
+def editable_config() -> ConfigTemplate:
+    return ConfigTemplate(
+        entry_script=os.path.join(DATA, "script", "score.py"),
+        mini_batch_size="{{ params.mini_batch_size }}", node_count="{{ params.node_count }}",
+        error_threshold="{{ params.error_threshold }}")
+
+
+with DAG("prt_editable", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", inputs=files(), parallel_run_config=editable_config())
+
+# The same with one output folder for every run: a later run overwrites an earlier one's.
+with DAG("prt_editable_fixed", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", inputs=files(), parallel_run_config=editable_config(),
+                        output=os.path.join(DATA, "fixed"))
