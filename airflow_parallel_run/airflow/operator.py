@@ -43,7 +43,9 @@ class ParallelRunOperator(TaskGroup):
         ``"{{ params.x }}"`` (templated, checked after rendering before any work starts)
     :param inputs: a dataset (``FileDataset.from_files(...)``) or a list of them
     :param output: the output folder or URL; by default a folder per run,
-        ``<[parallel_run] output_root>/<dag_id>/<task_id>/<run_id>``
+        ``<[parallel_run] output_root>/<dag_id>/<task_id>/<run_id>``. Templated
+        (``"s3://bucket/scores/{{ ds }}/"``): the planner renders it, and the rendered
+        path is what a retry resumes and what reuse records
     :param side_inputs: SideInputs fetched once per node
     :param arguments: the entry script's ``sys.argv[1:]``; a SideInput in it becomes its local path
     :param allow_reuse: reuse a finished run's result when inputs, script folder,
@@ -71,9 +73,6 @@ class ParallelRunOperator(TaskGroup):
         group_kwargs = {name: task_kwargs.pop(name) for name in _GROUP_ARGS if name in task_kwargs}
         group_kwargs.setdefault("tooltip", "ParallelRunStep: planner -> mapped nodes -> reducer")
         super().__init__(group_id=task_id, **group_kwargs)
-        if output is not None and is_template(output):
-            raise ConfigError(f"output = {output!r}: must be a fixed folder (no template); "
-                              "leave it out for a folder per run under [parallel_run] output_root")
         config = as_template(parallel_run_config)
         step = StepDefinition(self.group_id or task_id, config, inputs, output,
                               list(side_inputs or []), list(arguments or []), allow_reuse,
@@ -86,7 +85,7 @@ class ParallelRunOperator(TaskGroup):
         outlets = [self._asset(step), *task_kwargs.pop("outlets", [])]
         with self:
             self.planner = ParallelRunPlanner(task_id="planner", settings=step.templated_settings,
-                                              **planner_kwargs, **task_kwargs)
+                                              output_path=step.output, **planner_kwargs, **task_kwargs)
             self.nodes = ParallelRunNode.partial(
                 task_id="node", planner_task_id=self.planner.task_id,
                 map_index_template=MAP_INDEX_TEMPLATE, **task_kwargs,
@@ -110,6 +109,8 @@ class ParallelRunOperator(TaskGroup):
         dag_id = self.dag.dag_id
         if step.output is None:
             uri = _as_uri("/".join([output_root().rstrip("/"), dag_id, step.name]))
+        elif is_template(step.output):  # the folder above the first templated part
+            uri = _as_uri(step.output.split("{{", 1)[0].rsplit("/", 1)[0] or "/")
         else:
             uri = _as_uri(step.output)
             if step.config.get("output_action") == "append_row":

@@ -78,14 +78,17 @@ class ParallelRunPlanner(_StepTask):
     """Render the settings, list the inputs into a plan, decide reuse, hand out shards.
 
     :param settings: the config fields that hold templates, by name (templated)
+    :param output_path: the step's output folder or URL, or None for a folder per run (templated)
     """
 
-    template_fields = ("settings",)
+    template_fields = ("settings", "output_path")
     ui_color = "#d6e4f0"
 
-    def __init__(self, *, settings: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, settings: dict[str, Any], output_path: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.output_path = output_path
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         step, ti = self.step, context["ti"]
@@ -95,7 +98,7 @@ class ParallelRunPlanner(_StepTask):
             raise AirflowFailException(f"{step.name}: a setting is not valid: {exc}") from None
         settings = rendered_settings(config)
         self.log.info("settings: %s", ", ".join(f"{k}={v!r}" for k, v in settings.items()))
-        output = step.output or default_output(ti.dag_id, step.name, ti.run_id)
+        output = self._rendered_output(ti)
         try:
             job = step.job(settings, output)
             if step.allow_reuse:
@@ -120,6 +123,16 @@ class ParallelRunPlanner(_StepTask):
                 job.clear_state()  # this run's plan is not needed
             return []  # no node runs; the reducer adopts the earlier result
         return [s.to_dict() for s in self._shards(job_plan, settings)]
+
+    def _rendered_output(self, ti: Any) -> str:
+        """The output as rendered for this run (a retry renders the same path, and resumes)."""
+        if self.output_path is None:
+            return default_output(ti.dag_id, self.step.name, ti.run_id)
+        output = str(self.output_path).strip()
+        if not output or "{{" in output:
+            raise AirflowFailException(f"{self.step.name}: output = {self.output_path!r}: the "
+                                       "template must render to a folder path or URL")
+        return output
 
     def _reusable(self, job: Job, key: str, ti: Any) -> dict[str, Any] | None:
         """A finished run's index entry whose result this run may take, else None."""

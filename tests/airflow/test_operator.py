@@ -221,3 +221,16 @@ def test_a_rule_broken_in_the_dag_file_is_an_import_error_naming_it(
 
     assert done.returncode != 0
     assert "Error loading DAG from broken_rule.py: node_count = 0: must be >= 1" in done.stdout
+
+
+def test_templated_output_is_rendered_by_the_planner(airflow_home: AirflowHome, tmp_path: Path):
+    expected = make_files(tmp_path / "input", ["ok a", "ok b", "ok c"])
+
+    run = airflow_home.dags_test("prt_templated_output", tmp_path, conf={"tag": "x"})
+
+    assert run.state == "success"
+    folder = tmp_path / "scores" / "x" / run.run_id
+    assert (folder / "parallel_run_step.txt").read_text().splitlines() == expected
+    [(_, uri, extra)] = airflow_home.asset_events(run)
+    assert uri == f"file://{tmp_path}/scores"  # the Asset: the folder above the template
+    assert extra["path"] == str(folder / "parallel_run_step.txt")

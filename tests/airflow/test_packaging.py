@@ -105,3 +105,14 @@ def test_the_s3_extra_resolves_a_current_s3fs():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # fsspec warns when it meets a very old s3fs
         fsspec.filesystem("s3", anon=True, skip_instance_cache=True)
+
+
+def test_operator_is_importable_from_the_package_root():
+    code = ("import sys, airflow_parallel_run as prt\n"
+            "assert 'airflow' not in sys.modules\n"
+            "from airflow_parallel_run import ParallelRunOperator\n"
+            "from airflow_parallel_run.airflow.operator import ParallelRunOperator as cls\n"
+            "assert ParallelRunOperator is cls and 'ParallelRunOperator' in dir(prt)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr

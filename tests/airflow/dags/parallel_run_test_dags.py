@@ -76,3 +76,9 @@ with DAG("prt_s3", schedule=None, params=PARAMS):
 with DAG("prt_s3_default_output", schedule=None, params=PARAMS):
     ParallelRunOperator(task_id="step", parallel_run_config=config(), allow_reuse=False,
                         inputs=FileDataset.from_files(f"{S3}/input/", conn_id="prt_s3"))
+
+# output= is templated: rendered by the planner for each run.
+with DAG("prt_templated_output", schedule=None,
+         params={**PARAMS, "tag": Param("a", type="string")}):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
+                        output=os.path.join(DATA, "scores", "{{ params.tag }}", "{{ run_id }}"))
