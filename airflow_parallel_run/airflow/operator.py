@@ -52,6 +52,9 @@ class ParallelRunOperator(TaskGroup):
         configuration and arguments are the same
     :param output_conn_id: an Airflow connection whose extras are the fsspec storage options
         of the output location (and of ``output_root``, where the reuse index is kept)
+    :param node_kwargs: BaseOperator arguments for the node task alone, over ``task_kwargs``
+        (``pool_slots``, ``pool``, ``queue``, ``executor_config`` with a pod_override...):
+        the planner and the reducer are light, the nodes run the workers
     :param task_kwargs: BaseOperator arguments for the three tasks (``retries``, ``pool``,
         ``queue``, ``execution_timeout``, ``executor_config``...); ``trigger_rule`` and
         ``inlets`` go to the planner, ``outlets`` to the reducer
@@ -68,6 +71,7 @@ class ParallelRunOperator(TaskGroup):
         allow_reuse: bool = True,
         *,
         output_conn_id: str | None = None,
+        node_kwargs: dict[str, Any] | None = None,
         **task_kwargs: Any,
     ) -> None:
         group_kwargs = {name: task_kwargs.pop(name) for name in _GROUP_ARGS if name in task_kwargs}
@@ -83,12 +87,13 @@ class ParallelRunOperator(TaskGroup):
         planner_kwargs = {k: task_kwargs.pop(k) for k in ("trigger_rule", "inlets")
                           if k in task_kwargs}
         outlets = [self._asset(step), *task_kwargs.pop("outlets", [])]
+        node_args = {**task_kwargs, **_node_only(node_kwargs)}
         with self:
             self.planner = ParallelRunPlanner(task_id="planner", settings=step.templated_settings,
                                               output_path=step.output, **planner_kwargs, **task_kwargs)
             self.nodes = ParallelRunNode.partial(
                 task_id="node", planner_task_id=self.planner.task_id,
-                map_index_template=MAP_INDEX_TEMPLATE, **task_kwargs,
+                map_index_template=MAP_INDEX_TEMPLATE, **node_args,
             ).expand(shard=self.planner.output)
             self.reducer = ParallelRunReducer(
                 task_id="reducer", planner_task_id=self.planner.task_id,
@@ -116,6 +121,17 @@ class ParallelRunOperator(TaskGroup):
             if step.config.get("output_action") == "append_row":
                 uri = f"{uri.rstrip('/')}/{step.config.get('append_row_file_name')}"
         return Asset(uri)  # named by its URI: a new output root is a new asset, not a clash
+
+
+def _node_only(node_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``node_kwargs``, checked: the arguments the operator sets itself cannot be given here."""
+    node_kwargs = dict(node_kwargs or {})
+    taken = sorted(set(node_kwargs) & {"task_id", "planner_task_id", "shard",
+                                       "map_index_template", "outlets", "inlets"})
+    if taken:
+        raise ConfigError(f"node_kwargs: {', '.join(taken)} cannot be set for the node task "
+                          "(the step sets them)")
+    return node_kwargs
 
 
 def _as_uri(path: str) -> str:

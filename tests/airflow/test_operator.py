@@ -6,12 +6,15 @@ one module share only the metadata database.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
-from airflow_runs import AirflowHome, make_files
+from airflow_runs import TEST_DAGS, AirflowHome, make_files
 
 
 def test_step_runs_planner_mapped_nodes_and_reducer(airflow_home: AirflowHome, tmp_path: Path):
@@ -234,3 +237,23 @@ def test_templated_output_is_rendered_by_the_planner(airflow_home: AirflowHome, 
     [(_, uri, extra)] = airflow_home.asset_events(run)
     assert uri == f"file://{tmp_path}/scores"  # the Asset: the folder above the template
     assert extra["path"] == str(folder / "parallel_run_step.txt")
+
+
+def test_node_kwargs_reach_the_node_task_only(airflow_home: AirflowHome):
+    """As the scheduler sees them: the DAG as serialized by the dag processor."""
+    code = ("import json, sys\n"
+            "from airflow.dag_processing.dagbag import DagBag\n"
+            "from airflow.serialization.serialized_objects import DagSerialization\n"
+            "bag = DagBag(dag_folder=sys.argv[1])\n"
+            "dag = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags['prt_node_kwargs']))\n"
+            "print(json.dumps({t.task_id: [t.pool_slots, t.queue, t.executor_config, t.retries]\n"
+            "                  for t in dag.tasks}))")
+    done = subprocess.run([sys.executable, "-c", code, str(TEST_DAGS)], env=airflow_home.env(),
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    tasks = json.loads(done.stdout.splitlines()[-1])
+    pod = {"pod_override": {"spec": {"containers": [
+        {"name": "base", "resources": {"requests": {"cpu": "4"}}}]}}}
+    assert tasks["step.node"] == [4, "workers", pod, 2]
+    assert tasks["step.planner"] == tasks["step.reducer"] == [1, "light", {}, 2]

@@ -82,3 +82,11 @@ with DAG("prt_templated_output", schedule=None,
          params={**PARAMS, "tag": Param("a", type="string")}):
     ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
                         output=os.path.join(DATA, "scores", "{{ params.tag }}", "{{ run_id }}"))
+
+# Node-only task arguments: a bigger pool share, another queue, a pod for the workers.
+with DAG("prt_node_kwargs", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
+                        queue="light", retries=2,
+                        node_kwargs={"pool_slots": 4, "queue": "workers", "executor_config": {
+                            "pod_override": {"spec": {"containers": [
+                                {"name": "base", "resources": {"requests": {"cpu": "4"}}}]}}}})
