@@ -288,6 +288,7 @@ class ParallelRunReducer(_StepTask):
             index.record(step_plan.reuse_key, ti.dag_id, step.name, ti.run_id, ReuseFacts.of(job),
                          data)
         self.log.info("%s", result.summary())
+        self._warn_partial(result)
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {
                 "path": result.output_file or result.output_dir, "run_id": ti.run_id,
@@ -295,7 +296,19 @@ class ParallelRunReducer(_StepTask):
                 "failed_items": result.totals.failed_items,
                 "reused_from": (step_plan.reused_from or {}).get("run_id"),
             }
-        return data
+        # The counts at the top of the return value: ``step.output["failed_items"]`` downstream.
+        return {**data, "succeeded_items": result.totals.succeeded_items,
+                "failed_items": result.totals.failed_items}
+
+    def _warn_partial(self, result: JobResult) -> None:
+        """A success with failed items is a WARNING (a DAG-run note cannot be set from a task:
+        the Execution API takes a note only for a run the task triggers)."""
+        t = result.totals
+        if t.failed_items or t.failed_mini_batches:
+            self.log.warning("%s succeeded with failures: %d items failed, %d succeeded (%d "
+                             "mini-batches failed); within error_threshold. See %s",
+                             self.step.name, t.failed_items, t.succeeded_items,
+                             t.failed_mini_batches, USER_ERROR_SUMMARY)
 
     def _log_result(self, job: Job, result: JobResult) -> None:
         """The job's result file in the task log, and for a failed job its first errors."""

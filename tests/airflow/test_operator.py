@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -257,3 +258,22 @@ def test_node_kwargs_reach_the_node_task_only(airflow_home: AirflowHome):
         {"name": "base", "resources": {"requests": {"cpu": "4"}}}]}}}
     assert tasks["step.node"] == [4, "workers", pod, 2]
     assert tasks["step.planner"] == tasks["step.reducer"] == [1, "light", {}, 2]
+
+
+def test_success_with_failed_items_warns_and_returns_the_counts(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["fail" if i == 3 else f"ok {i}" for i in range(6)])
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"node_count": 1})
+
+    assert run.state == "success"  # error_threshold -1: failures are allowed
+    warning = next(line for line in run.task_log("reducer").splitlines()
+                   if "succeeded with failures" in line)
+    assert "warn" in warning.lower() and "5 items failed, 1 succeeded" in warning
+    with sqlite3.connect(airflow_home.path / "airflow.db") as db:
+        (value,) = db.execute("select value from xcom where run_id = ? and task_id = ? and "
+                              "key = 'return_value'", (run.run_id, "step.reducer")).fetchone()
+    returned = json.loads(value)
+    assert (returned["succeeded_items"], returned["failed_items"]) == (1, 5)
+    [(_, _, extra)] = airflow_home.asset_events(run)
+    assert (extra["succeeded_items"], extra["failed_items"]) == (1, 5)
