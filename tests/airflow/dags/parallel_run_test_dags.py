@@ -90,3 +90,15 @@ with DAG("prt_node_kwargs", schedule=None, params=PARAMS):
                         node_kwargs={"pool_slots": 4, "queue": "workers", "executor_config": {
                             "pod_override": {"spec": {"containers": [
                                 {"name": "base", "resources": {"requests": {"cpu": "4"}}}]}}}})
+
+# A standard aws connection, named by ObjectStoragePaths (s3://conn_id@bucket/...).
+with DAG("prt_s3_object_storage_path", schedule=None, params=PARAMS):
+    from airflow.sdk import ObjectStoragePath
+
+    BUCKET = os.environ.get("PRT_BUCKET", "nonexistent")
+    ParallelRunOperator(
+        task_id="step", parallel_run_config=config(), allow_reuse=False,
+        inputs=FileDataset.from_files(ObjectStoragePath(f"s3://prt_aws@{BUCKET}/input/")),
+        arguments=["--labels", SideInput(ObjectStoragePath(f"s3://prt_aws@{BUCKET}/side/l.txt"),
+                                         name="labels")],
+        output=ObjectStoragePath(f"s3://prt_aws@{BUCKET}/output"))
