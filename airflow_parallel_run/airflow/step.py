@@ -49,16 +49,8 @@ class StepDefinition:
         names = [getattr(d, "name", None) for d in self.inputs]
         if len(set(names)) != len(names):
             raise ConfigError(f"inputs: names must differ, got {names}")
-        if self.output is not None and is_one_path(self.output):
-            self.output = path_text(self.output)  # an ObjectStoragePath: s3://conn_id@bucket/...
-        if self.output is not None and not isinstance(self.output, str):
-            raise ConfigError(f"output = {self.output!r}: must be a folder path or URL")
         if self.output is not None:
-            self.output, conn_id = split_conn(self.output)
-            if conn_id and self.output_conn_id and conn_id != self.output_conn_id:
-                raise ConfigError(f"output names connection {conn_id!r} and output_conn_id "
-                                  f"= {self.output_conn_id!r}: give one")
-            self.output_conn_id = self.output_conn_id or conn_id
+            self.output, self.output_conn_id = _output_and_conn(self.output, self.output_conn_id)
         self.side_inputs = list(self.side_inputs or [])
         self.arguments = check_arguments(list(self.arguments or []))
 
@@ -86,6 +78,19 @@ class StepDefinition:
         return Job(self.config.render(settings), inputs, output, arguments, side_inputs,
                    output_storage_options=output_options, secrets=secrets,
                    stat_inputs=True)  # allow_reuse compares the inputs' sizes and times
+
+
+def _output_and_conn(output: Any, output_conn_id: str | None) -> tuple[str, str | None]:
+    """The output as a URL, and its connection: an ObjectStoragePath (``s3://conn_id@b/k``)
+    names its own."""
+    text = path_text(output) if is_one_path(output) else output
+    if not isinstance(text, str):
+        raise ConfigError(f"output = {output!r}: must be a folder path or URL")
+    url, conn_id = split_conn(text)
+    if conn_id and output_conn_id and conn_id != output_conn_id:
+        raise ConfigError(f"output names connection {conn_id!r} and output_conn_id "
+                          f"= {output_conn_id!r}: give one")
+    return url, output_conn_id or conn_id
 
 
 def rendered_settings(config: ParallelRunConfig) -> dict[str, Any]:
