@@ -31,6 +31,7 @@ from ..engine.job import (
 from ..errors import ParallelRunError
 from .provider import output_root
 from .reuse import ReuseFacts, ReuseIndex, earlier_run, reuse_key
+from .script_log import ScriptLog
 from .step import NODE_RESULT_KEY, PLAN_KEY, Shard, StepDefinition, StepPlan, rendered_settings
 
 PROGRESS_EVERY = 15.0  # seconds between a node's progress lines in its task log
@@ -187,9 +188,12 @@ class _ProgressLog:
     def write(self) -> None:
         t = self.totals
         elapsed = time.monotonic() - self.started
-        self.log.info("%s: %d run now, %d failed; %d items ok, %d failed; %.0f s",
-                      self.shard.label(), t.mini_batches_done, t.failed_mini_batches,
-                      t.succeeded_items, t.failed_items, elapsed)
+        share = max(self.shard.mini_batches, 1)
+        done = min(t.mini_batches_done, share)
+        left = f"{elapsed / done * (share - done):.0f} s left" if done else "time left unknown"
+        self.log.info("%s: %d%% (%d run now, %d failed; %d items ok, %d failed); %.0f s, %s",
+                      self.shard.label(), 100 * done // share, t.mini_batches_done,
+                      t.failed_mini_batches, t.succeeded_items, t.failed_items, elapsed, left)
 
 
 class ParallelRunNode(_StepTask):
@@ -224,10 +228,21 @@ class ParallelRunNode(_StepTask):
             self.log.info("try %d: mini-batches that already have a result are not run again",
                           ti.try_number)
         try:  # settings this machine cannot run (more processes than its CPUs allow)
-            result = job.run_node(job_plan, shard.node_index, on_record=progress,
-                                  on_tick=progress.tick, abort=self._abort)
+            node = job.make_node(job_plan, shard.node_index, on_record=progress)
         except ParallelRunError as exc:
             raise _failed(self.step, exc) from None
+        script_log = ScriptLog(self.log, node, str(job.config.logging_level).upper() == "DEBUG")
+
+        def on_tick() -> None:  # every few seconds while the node runs
+            script_log.poll()
+            progress.tick()
+
+        node.on_tick = on_tick
+        self._abort.connect(node)
+        try:
+            result = node.run()
+        finally:
+            script_log.close()
         progress.write()
         ti.xcom_push(NODE_RESULT_KEY, result.to_dict())
         if result.stop_reason:

@@ -277,3 +277,18 @@ def test_success_with_failed_items_warns_and_returns_the_counts(
     assert (returned["succeeded_items"], returned["failed_items"]) == (1, 5)
     [(_, _, extra)] = airflow_home.asset_events(run)
     assert (extra["succeeded_items"], extra["failed_items"]) == (1, 5)
+
+
+def test_node_task_log_shows_the_scripts_warnings_first_traceback_and_progress(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok 0", "warn careful", "fail", "fail"])
+
+    run = airflow_home.dags_test("prt_files", tmp_path,
+                                 conf={"node_count": 1, "mini_batch_size": 1})
+
+    log = run.task_log("node", 0)
+    assert "f001.txt says warn careful" in log  # the script's WARNING
+    assert "init in pid" not in log  # its INFO stays in the files
+    assert log.count("Traceback (most recent call last)") == 1  # one per kind of error
+    assert "f002.txt asks to fail" in log
+    assert "node 1 of 1: 4 mini-batches: 100% (4 run now, 2 failed" in log

@@ -3,6 +3,7 @@
     ok ...        returns "<file>: <text>"
     fail          run() raises
     sleep S       sleeps S seconds first
+    warn ...      logs a WARNING through EntryScript().logger, then returns like ok
 
 Every run() call appends "<mini-batch index> <worker pid> <node task pid>" to calls.log in the
 output folder, so a test can count calls and find the processes.
@@ -27,6 +28,8 @@ def run(mini_batch, context):
             text = handle.read().strip()
         if text == "fail":
             raise ValueError(f"{os.path.basename(path)} asks to fail")
+        if text.startswith("warn"):
+            EntryScript().logger.warning("%s says %s", os.path.basename(path), text)
         if text.startswith("sleep"):
             time.sleep(float(text.split()[1]))
         results.append(f"{os.path.basename(path)}: {text}")
