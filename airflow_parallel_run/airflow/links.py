@@ -12,6 +12,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperatorLink
 
 PLUGIN_PREFIX = "/parallel-run"  # where the api-server mounts the plugin's app
+OUTPUT_LOCATION_KEY = "output_location"  # the planner's XCom: {"output": ..., "conn_id": ...}
 
 
 def step_url(dag_id: str, run_id: str, step: str, page: str) -> str:

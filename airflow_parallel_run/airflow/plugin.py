@@ -21,9 +21,8 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
-from .links import PLUGIN_PREFIX
+from .links import OUTPUT_LOCATION_KEY, PLUGIN_PREFIX
 
-OUTPUT_LOCATION_KEY = "output_location"  # the planner's XCom: {"output": ..., "conn_id": ...}
 REPORT = "logs/job_report.html"
 
 app = FastAPI(title="airflow-parallel-run", description="Job reports and outputs of steps")

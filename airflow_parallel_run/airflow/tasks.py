@@ -29,6 +29,7 @@ from ..engine.job import (
     Totals,
 )
 from ..errors import ParallelRunError
+from .links import OUTPUT_LOCATION_KEY, JobReportLink, OutputLink
 from .provider import output_root
 from .reuse import ReuseFacts, ReuseIndex, earlier_run, reuse_key
 from .script_log import ScriptLog
@@ -59,6 +60,8 @@ class _StepTask(BaseOperator):
     It is looked up there rather than passed in, so that it is never serialized into the
     metadata database with the DAG (storage options may hold secrets).
     """
+
+    operator_extra_links = (JobReportLink(), OutputLink())
 
     @property
     def step(self) -> StepDefinition:
@@ -109,6 +112,10 @@ class ParallelRunPlanner(_StepTask):
         except ParallelRunError as exc:
             raise _failed(step, exc) from None
         self.log.info("output: %s", job_plan.output)
+        from .provider import default_output_conn_id
+
+        ti.xcom_push(OUTPUT_LOCATION_KEY, {  # for the "Job report" and "Output" pages
+            "output": job_plan.output, "conn_id": step.output_conn_id or default_output_conn_id()})
         items = "" if job_plan.item_count is None else f"{job_plan.item_count} items in "
         self.log.info("planned %s%d mini-batches%s", items, job_plan.mini_batch_count,
                       " (resuming an earlier try of this run)" if job_plan.resumed else "")
