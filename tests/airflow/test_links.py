@@ -12,7 +12,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from airflow_runs import AIRFLOW, TEST_DAGS, AirflowHome, make_files
