@@ -116,3 +116,63 @@ def test_no_path_outside_the_output_can_be_read(served, path: str):
 
     assert status == 400, body
     assert "root:" not in body
+
+
+def test_headless_chromium_shows_the_report_once_logged_in(served, tmp_path):
+    """The browser carries the api-server's session cookie, as after the UI's login page."""
+    import asyncio
+    import shutil
+
+    import websockets
+
+    home, run, url = served
+    link = stored_link(home, run, "step.reducer", "_link_JobReportLink")
+    port = free_port()
+    browser = subprocess.Popen(
+        [shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+         "--no-first-run", "--disable-dev-shm-usage", f"--remote-debugging-port={port}",
+         f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as r:
+                    pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "chromium did not start"
+            time.sleep(0.3)
+
+        async def page_after(cookie: str | None) -> str:
+            async with websockets.connect(pages[0]["webSocketDebuggerUrl"],
+                                          max_size=None) as cdp:
+                ids = iter(range(1, 100))
+
+                async def call(method: str, **params) -> dict:
+                    n = next(ids)
+                    await cdp.send(json.dumps({"id": n, "method": method, "params": params}))
+                    while True:
+                        answer = json.loads(await cdp.recv())
+                        if answer.get("id") == n:
+                            return answer.get("result", {})
+
+                await call("Network.clearBrowserCookies")
+                if cookie:
+                    await call("Network.setCookie", name="_token", value=cookie, url=url)
+                await call("Page.navigate", url=link)
+                await asyncio.sleep(3)
+                done = await call("Runtime.evaluate",
+                                  expression="document.documentElement.outerHTML")
+                return done["result"]["value"]
+
+        anonymous = asyncio.run(page_after(None))
+        logged_in = asyncio.run(page_after(token(url)))
+    finally:
+        browser.terminate()
+        browser.wait(30)
+
+    assert 'id="job-status"' not in anonymous
+    assert 'id="job-status"' in logged_in and "SUCCESS" in logged_in
