@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 
 from airflow.sdk import DAG, Param, task
 
@@ -66,5 +67,7 @@ with DAG(
             append_row_separator=",",
         ),
         inputs=TabularDataset.from_delimited_files(DATA, name="applications"),
+        retries=1,  # a node task that dies is tried again and resumes where it stopped
+        retry_delay=timedelta(seconds=10),
     )
     make_applications_table() >> score

@@ -43,13 +43,18 @@ class ParallelRunOperator(TaskGroup):
         ``"{{ params.x }}"`` (templated, checked after rendering before any work starts)
     :param inputs: a dataset (``FileDataset.from_files(...)``) or a list of them
     :param output: the output folder or URL; by default a folder per run,
-        ``<[parallel_run] output_root>/<dag_id>/<task_id>/<run_id>``
+        ``<[parallel_run] output_root>/<dag_id>/<task_id>/<run_id>``. Templated
+        (``"s3://bucket/scores/{{ ds }}/"``): the planner renders it, and the rendered
+        path is what a retry resumes and what reuse records
     :param side_inputs: SideInputs fetched once per node
     :param arguments: the entry script's ``sys.argv[1:]``; a SideInput in it becomes its local path
     :param allow_reuse: reuse a finished run's result when inputs, script folder,
         configuration and arguments are the same
     :param output_conn_id: an Airflow connection whose extras are the fsspec storage options
         of the output location (and of ``output_root``, where the reuse index is kept)
+    :param node_kwargs: BaseOperator arguments for the node task alone, over ``task_kwargs``
+        (``pool_slots``, ``pool``, ``queue``, ``executor_config`` with a pod_override...):
+        the planner and the reducer are light, the nodes run the workers
     :param task_kwargs: BaseOperator arguments for the three tasks (``retries``, ``pool``,
         ``queue``, ``execution_timeout``, ``executor_config``...); ``trigger_rule`` and
         ``inlets`` go to the planner, ``outlets`` to the reducer
@@ -66,14 +71,12 @@ class ParallelRunOperator(TaskGroup):
         allow_reuse: bool = True,
         *,
         output_conn_id: str | None = None,
+        node_kwargs: dict[str, Any] | None = None,
         **task_kwargs: Any,
     ) -> None:
         group_kwargs = {name: task_kwargs.pop(name) for name in _GROUP_ARGS if name in task_kwargs}
         group_kwargs.setdefault("tooltip", "ParallelRunStep: planner -> mapped nodes -> reducer")
         super().__init__(group_id=task_id, **group_kwargs)
-        if output is not None and is_template(output):
-            raise ConfigError(f"output = {output!r}: must be a fixed folder (no template); "
-                              "leave it out for a folder per run under [parallel_run] output_root")
         config = as_template(parallel_run_config)
         step = StepDefinition(self.group_id or task_id, config, inputs, output,
                               list(side_inputs or []), list(arguments or []), allow_reuse,
@@ -84,12 +87,13 @@ class ParallelRunOperator(TaskGroup):
         planner_kwargs = {k: task_kwargs.pop(k) for k in ("trigger_rule", "inlets")
                           if k in task_kwargs}
         outlets = [self._asset(step), *task_kwargs.pop("outlets", [])]
+        node_args = {**task_kwargs, **_node_only(node_kwargs)}
         with self:
             self.planner = ParallelRunPlanner(task_id="planner", settings=step.templated_settings,
-                                              **planner_kwargs, **task_kwargs)
+                                              output_path=step.output, **planner_kwargs, **task_kwargs)
             self.nodes = ParallelRunNode.partial(
                 task_id="node", planner_task_id=self.planner.task_id,
-                map_index_template=MAP_INDEX_TEMPLATE, **task_kwargs,
+                map_index_template=MAP_INDEX_TEMPLATE, **node_args,
             ).expand(shard=self.planner.output)
             self.reducer = ParallelRunReducer(
                 task_id="reducer", planner_task_id=self.planner.task_id,
@@ -110,11 +114,24 @@ class ParallelRunOperator(TaskGroup):
         dag_id = self.dag.dag_id
         if step.output is None:
             uri = _as_uri("/".join([output_root().rstrip("/"), dag_id, step.name]))
+        elif is_template(step.output):  # the folder above the first templated part
+            uri = _as_uri(step.output.split("{{", 1)[0].rsplit("/", 1)[0] or "/")
         else:
             uri = _as_uri(step.output)
             if step.config.get("output_action") == "append_row":
                 uri = f"{uri.rstrip('/')}/{step.config.get('append_row_file_name')}"
         return Asset(uri)  # named by its URI: a new output root is a new asset, not a clash
+
+
+def _node_only(node_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``node_kwargs``, checked: the arguments the operator sets itself cannot be given here."""
+    node_kwargs = dict(node_kwargs or {})
+    taken = sorted(set(node_kwargs) & {"task_id", "planner_task_id", "shard",
+                                       "map_index_template", "outlets", "inlets"})
+    if taken:
+        raise ConfigError(f"node_kwargs: {', '.join(taken)} cannot be set for the node task "
+                          "(the step sets them)")
+    return node_kwargs
 
 
 def _as_uri(path: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from .. import __version__
 
 DEFAULT_OUTPUT_ROOT = "{AIRFLOW_HOME}/parallel_run"
+DOCUMENTATION_URL = "https://pypi.org/project/airflow-parallel-run/"  # the README, published
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -22,6 +23,15 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Azure ML's ParallelRunStep for Apache Airflow 3: an entry script run over "
                        "mini-batches of files or tables on mapped node tasks.",
         "versions": [__version__],
+        "documentation-url": DOCUMENTATION_URL,
+        "integrations": [{"integration-name": "Parallel Run", "external-doc-url":
+                          DOCUMENTATION_URL, "tags": ["software"]}],
+        "operators": [{"integration-name": "Parallel Run",
+                       "python-modules": ["airflow_parallel_run.airflow.operator"]}],
+        "extra-links": ["airflow_parallel_run.airflow.links.JobReportLink",
+                        "airflow_parallel_run.airflow.links.OutputLink"],
+        "plugins": [{"name": "parallel_run",
+                     "plugin-class": "airflow_parallel_run.airflow.plugin.ParallelRunPlugin"}],
         "config": {
             "parallel_run": {
                 "description": "Defaults of ParallelRunOperator.",

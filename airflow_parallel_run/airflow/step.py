@@ -18,7 +18,8 @@ from ..config import TEMPLATABLE_FIELDS, ParallelRunConfig, check_arguments
 from ..engine.job import Job
 from ..errors import ConfigError
 from ..inputs import SideInput
-from .connections import secret_values, storage_options, with_credentials
+from ..inputs.files import is_one_path, path_text
+from .connections import scheme_of, secret_values, split_conn, storage_options, with_credentials
 from .templated import ConfigTemplate, as_template
 
 PLAN_KEY = "plan"  # the planner's StepPlan
@@ -48,8 +49,8 @@ class StepDefinition:
         names = [getattr(d, "name", None) for d in self.inputs]
         if len(set(names)) != len(names):
             raise ConfigError(f"inputs: names must differ, got {names}")
-        if self.output is not None and not isinstance(self.output, str):
-            raise ConfigError(f"output = {self.output!r}: must be a folder path or URL")
+        if self.output is not None:
+            self.output, self.output_conn_id = _output_and_conn(self.output, self.output_conn_id)
         self.side_inputs = list(self.side_inputs or [])
         self.arguments = check_arguments(list(self.arguments or []))
 
@@ -60,10 +61,11 @@ class StepDefinition:
 
     def output_options(self) -> dict[str, Any]:
         """The output's storage options: the step's connection, else the configured one."""
-        from .provider import default_output_conn_id
+        from .provider import default_output_conn_id, output_root
 
         conn_id = self.output_conn_id or default_output_conn_id()
-        return storage_options(conn_id) if conn_id else {}
+        scheme = scheme_of(self.output if self.output is not None else output_root())
+        return storage_options(conn_id, scheme) if conn_id else {}
 
     def job(self, settings: dict[str, Any], output: str) -> Job:
         """The engine's Job, with rendered settings and the connections' credentials."""
@@ -76,6 +78,19 @@ class StepDefinition:
         return Job(self.config.render(settings), inputs, output, arguments, side_inputs,
                    output_storage_options=output_options, secrets=secrets,
                    stat_inputs=True)  # allow_reuse compares the inputs' sizes and times
+
+
+def _output_and_conn(output: Any, output_conn_id: str | None) -> tuple[str, str | None]:
+    """The output as a URL, and its connection: an ObjectStoragePath (``s3://conn_id@b/k``)
+    names its own."""
+    text = path_text(output) if is_one_path(output) else output
+    if not isinstance(text, str):
+        raise ConfigError(f"output = {output!r}: must be a folder path or URL")
+    url, conn_id = split_conn(text)
+    if conn_id and output_conn_id and conn_id != output_conn_id:
+        raise ConfigError(f"output names connection {conn_id!r} and output_conn_id "
+                          f"= {output_conn_id!r}: give one")
+    return url, output_conn_id or conn_id
 
 
 def rendered_settings(config: ParallelRunConfig) -> dict[str, Any]:

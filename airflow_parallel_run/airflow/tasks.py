@@ -30,9 +30,10 @@ from ..engine.job import (
     Totals,
 )
 from ..errors import ParallelRunError
-from ..results import RESULTS_DIR
+from .links import OUTPUT_LOCATION_KEY, JobReportLink, OutputLink
 from .provider import output_root
 from .reuse import ReuseFacts, ReuseIndex, earlier_run, reuse_key
+from .script_log import ScriptLog
 from .step import NODE_RESULT_KEY, PLAN_KEY, Shard, StepDefinition, StepPlan, rendered_settings
 
 PROGRESS_EVERY = 15.0  # seconds between a node's progress lines in its task log
@@ -63,6 +64,8 @@ class _StepTask(BaseOperator):
     metadata database with the DAG (storage options may hold secrets).
     """
 
+    operator_extra_links = (JobReportLink(), OutputLink())
+
     @property
     def step(self) -> StepDefinition:
         step = getattr(self.task_group, "step", None)
@@ -91,14 +94,17 @@ class ParallelRunPlanner(_StepTask):
     """Render the settings, list the inputs into a plan, decide reuse, hand out shards.
 
     :param settings: the config fields that hold templates, by name (templated)
+    :param output_path: the step's output folder or URL, or None for a folder per run (templated)
     """
 
-    template_fields = ("settings",)
+    template_fields = ("settings", "output_path")
     ui_color = "#d6e4f0"
 
-    def __init__(self, *, settings: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, settings: dict[str, Any], output_path: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.output_path = output_path
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         try:
@@ -115,13 +121,17 @@ class ParallelRunPlanner(_StepTask):
             raise AirflowFailException(f"{step.name}: a setting is not valid: {exc}") from None
         settings = rendered_settings(config)
         self.log.info("settings: %s", ", ".join(f"{k}={v!r}" for k, v in settings.items()))
-        output = step.output or default_output(ti.dag_id, step.name, ti.run_id)
+        output = self._rendered_output(ti)
         job = self._job(settings, output)
         if step.allow_reuse:
             index = ReuseIndex(output_root(), step.output_options())
             job.offer_source(index.last_source(ti.dag_id, step.name))
         job_plan = self._plan_held(job, ti)
         self.log.info("output: %s", job_plan.output)
+        from .provider import default_output_conn_id
+
+        ti.xcom_push(OUTPUT_LOCATION_KEY, {  # for the "Job report" and "Output" pages
+            "output": job_plan.output, "conn_id": step.output_conn_id or default_output_conn_id()})
         items = "" if job_plan.item_count is None else f"{job_plan.item_count} items in "
         self.log.info("planned %s%d mini-batches%s", items, job_plan.mini_batch_count,
                       " (resuming an earlier try of this run)" if job_plan.resumed else "")
@@ -155,6 +165,16 @@ class ParallelRunPlanner(_StepTask):
             raise
         lock.stop_renewing()
         return job_plan
+
+    def _rendered_output(self, ti: Any) -> str:
+        """The output as rendered for this run (a retry renders the same path, and resumes)."""
+        if self.output_path is None:
+            return default_output(ti.dag_id, self.step.name, ti.run_id)
+        output = str(self.output_path).strip()
+        if not output or "{{" in output:
+            raise AirflowFailException(f"{self.step.name}: output = {self.output_path!r}: the "
+                                       "template must render to a folder path or URL")
+        return output
 
     def _reusable(self, job: Job, key: str, ti: Any) -> dict[str, Any] | None:
         """A finished run's index entry whose result this run may take, else None."""
@@ -209,9 +229,12 @@ class _ProgressLog:
     def write(self) -> None:
         t = self.totals
         elapsed = time.monotonic() - self.started
-        self.log.info("%s: %d run now, %d failed; %d items ok, %d failed; %.0f s",
-                      self.shard.label(), t.mini_batches_done, t.failed_mini_batches,
-                      t.succeeded_items, t.failed_items, elapsed)
+        share = max(self.shard.mini_batches, 1)
+        done = min(t.mini_batches_done, share)
+        left = f"{elapsed / done * (share - done):.0f} s left" if done else "time left unknown"
+        self.log.info("%s: %d%% (%d run now, %d failed; %d items ok, %d failed); %.0f s, %s",
+                      self.shard.label(), 100 * done // share, t.mini_batches_done,
+                      t.failed_mini_batches, t.succeeded_items, t.failed_items, elapsed, left)
 
 
 class ParallelRunNode(_StepTask):
@@ -242,17 +265,28 @@ class ParallelRunNode(_StepTask):
         progress = _ProgressLog(self.log, shard)
         self.log.info("%s (mini-batches %s); worker logs under %s/logs", shard.label(),
                       _span(job_plan.shard(shard.node_index)), job_plan.output)
-        if ti.try_number > 1 and job.location.listdir(RESULTS_DIR):  # not after a fresh plan
+        if ti.try_number > 1 and job.has_results():  # not after a fresh plan
             self.log.info("try %d: mini-batches that already have a result are not run again",
                           ti.try_number)
         lock = self._hold(job, ti)
         lock.start_renewing()
-        try:  # settings this machine cannot run (more processes than its CPUs allow)
-            result = job.run_node(job_plan, shard.node_index, on_record=progress,
-                                  on_tick=progress.tick, abort=self._abort)
+        try:  # a changed script, or settings this machine cannot run (too many processes)
+            node = job.node_to_run(job_plan, shard.node_index, on_record=progress)
         except ParallelRunError as exc:
+            lock.stop_renewing()
             raise _failed(self.step, exc) from None
+        script_log = ScriptLog(self.log, node, str(job.config.logging_level).upper() == "DEBUG")
+
+        def on_tick() -> None:  # every few seconds while the node runs
+            script_log.poll()
+            progress.tick()
+
+        node.on_tick = on_tick
+        self._abort.connect(node)
+        try:
+            result = node.run()
         finally:
+            script_log.close()
             lock.stop_renewing()
         progress.write()
         ti.xcom_push(NODE_RESULT_KEY, result.to_dict())
@@ -329,6 +363,7 @@ class ParallelRunReducer(_StepTask):
             index.record(step_plan.reuse_key, ti.dag_id, step.name, ti.run_id, ReuseFacts.of(job),
                          data)
         self.log.info("%s", result.summary())
+        self._warn_partial(result)
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {
                 "path": result.output_file or result.output_dir, "run_id": ti.run_id,
@@ -336,7 +371,19 @@ class ParallelRunReducer(_StepTask):
                 "failed_items": result.totals.failed_items,
                 "reused_from": (step_plan.reused_from or {}).get("run_id"),
             }
-        return data
+        # The counts at the top of the return value: ``step.output["failed_items"]`` downstream.
+        return {**data, "succeeded_items": result.totals.succeeded_items,
+                "failed_items": result.totals.failed_items}
+
+    def _warn_partial(self, result: JobResult) -> None:
+        """A success with failed items is a WARNING (a DAG-run note cannot be set from a task:
+        the Execution API takes a note only for a run the task triggers)."""
+        t = result.totals
+        if t.failed_items or t.failed_mini_batches:
+            self.log.warning("%s succeeded with failures: %d items failed, %d succeeded (%d "
+                             "mini-batches failed); within error_threshold. See %s",
+                             self.step.name, t.failed_items, t.succeeded_items,
+                             t.failed_mini_batches, USER_ERROR_SUMMARY)
 
     def _log_result(self, job: Job, result: JobResult, report: str) -> None:
         """The job's result file in the task log, and for a failed job its first errors."""

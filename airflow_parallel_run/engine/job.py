@@ -295,12 +295,23 @@ class Job:
                  abort: AbortSwitch | None = None) -> NodeResult:
         """Run node ``node_index``'s shard of the plan on this machine; mini-batches that
         already have a result are not run again. ``abort`` stops it from another thread."""
-        self.check_unchanged()
-        self.location.write_json(f"{NODE_STARTS_DIR}/node-{node_index}.json", {"at": time.time()})
-        node = self.make_node(job_plan, node_index, on_record, on_tick)
+        node = self.node_to_run(job_plan, node_index, on_record, on_tick)
         if abort is not None:
             abort.connect(node)
         return node.run()
+
+    def has_results(self) -> bool:
+        """Some mini-batch of this output has a record (an earlier try ran it)."""
+        return bool(self.location.listdir(RESULTS_DIR))
+
+    def node_to_run(self, job_plan: JobPlan, node_index: int,
+                    on_record: RecordListener | None = None,
+                    on_tick: Callable[[], None] | None = None) -> Node:
+        """Node ``node_index``, made to run now: refused when the script, its arguments or
+        the settings that shape results changed since the plan (StateError)."""
+        self.check_unchanged()
+        self.location.write_json(f"{NODE_STARTS_DIR}/node-{node_index}.json", {"at": time.time()})
+        return self.make_node(job_plan, node_index, on_record, on_tick)
 
     def reduce(self, job_plan: JobPlan, node_results: Sequence[NodeResult | None],
                resume_how: str = "run it again to resume") -> JobResult:

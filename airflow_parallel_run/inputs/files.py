@@ -234,6 +234,20 @@ def _list_remote(spec: str, storage_options: dict[str, Any]) -> Iterator[InputIt
             yield _remote_item(fs, name, found[name])
 
 
+def is_one_path(path: Any) -> bool:
+    """A str, an os.PathLike, or an object-storage path such as Airflow's ObjectStoragePath."""
+    return isinstance(path, str | os.PathLike) or (
+        hasattr(path, "protocol") and hasattr(path, "conn_id"))
+
+
+def path_text(path: Any) -> Any:
+    """The path as text; an ObjectStoragePath keeps its connection: ``s3://conn@bucket/key``
+    (the Airflow layer turns that connection into credentials)."""
+    if isinstance(path, os.PathLike):
+        return os.fspath(path)
+    return str(path) if is_one_path(path) else path
+
+
 @dataclass
 class FileDataset:
     """Files as input items. Build it with :meth:`from_files`."""
@@ -263,10 +277,10 @@ class FileDataset:
         folder are followed, but never round a loop; ``follow_links_outside=False`` skips
         those leading outside the folder. What is not a regular file (a FIFO...) is skipped.
         """
-        specs = [path] if isinstance(path, str | os.PathLike) else list(path)
+        specs: list[Any] = [path] if is_one_path(path) else list(path)  # type: ignore[arg-type]
         if not specs:
             raise InputError("FileDataset.from_files: give at least one path")
-        paths = [os.fspath(p) for p in specs]
+        paths = [path_text(p) for p in specs]
         for p in paths:
             if not isinstance(p, str) or not p:
                 raise InputError(f"FileDataset.from_files: {p!r} is not a path")

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..storage import local_path
-from .files import is_remote
+from .files import is_remote, path_text
 
 
 @dataclass
@@ -24,7 +24,9 @@ class SideInput:
     conn_id: str | None = None
 
     def __post_init__(self) -> None:
-        self.path = os.fspath(self.path)
+        self.path = path_text(self.path)
+        if not isinstance(self.path, str):
+            raise InputError(f"SideInput: path {self.path!r}: give a path or URL")
         if not self.path:
             raise InputError("SideInput: path must not be empty")
         if not self.name:

@@ -93,3 +93,27 @@ def test_configured_output_connection_reaches_an_s3_output_root(
     (output,) = fs.glob(f"{bucket}/outputs/prt_s3_default_output/step/*/parallel_run_step.txt")
     assert fs.cat(output).decode().splitlines() == [f"f{i}.txt: ok {i}" for i in range(3)]
     assert SECRET not in run.log
+
+
+def test_a_standard_aws_connection_works_through_object_storage_paths(
+        airflow_home: AirflowHome, s3_endpoint: str, tmp_path: Path):
+    """login/password and endpoint_url/region_name extras, as the Amazon provider defines them."""
+    options = {"key": KEY, "secret": SECRET,
+               "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    bucket = "prt-object-storage-path"
+    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=KEY,
+                 aws_secret_access_key=SECRET, region_name="us-east-1").create_bucket(Bucket=bucket)
+    for i in range(3):
+        fs.pipe(f"{bucket}/input/f{i}.txt", f"ok {i}\n".encode())
+    fs.pipe(f"{bucket}/side/l.txt", b"labels\n")
+    connection = json.dumps({"conn_type": "aws", "login": KEY, "password": SECRET, "extra": {
+        "endpoint_url": s3_endpoint, "region_name": "us-east-1"}})
+
+    run = airflow_home.dags_test("prt_s3_object_storage_path", tmp_path, PRT_BUCKET=bucket,
+                                 AIRFLOW_CONN_PRT_AWS=connection)
+
+    assert run.state == "success", run.log[-3000:]
+    assert fs.cat(f"{bucket}/output/parallel_run_step.txt").decode().splitlines() == [
+        f"f{i}.txt: ok {i}" for i in range(3)]
+    assert SECRET not in run.log

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,20 @@ def test_tabular_scoring_writes_one_scored_row_per_application(
     lines = run.output_lines("scores.csv")
     assert lines[0] == "id,score,decision"
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(100000, 120000))
+
+
+def test_every_example_step_retries_its_node_tasks(examples_home: AirflowHome):
+    """So that what a user of the examples sees after a lost node is a resume."""
+    code = ("import json, sys\n"
+            "from airflow.dag_processing.dagbag import DagBag\n"
+            "bag = DagBag(dag_folder=sys.argv[1])\n"
+            "assert not bag.import_errors, bag.import_errors\n"
+            "print(json.dumps({t.dag_id + '/' + t.task_id: t.retries for d in bag.dags.values()\n"
+            "                  for t in d.tasks if t.task_id.endswith('.node')}))")
+    done = subprocess.run([sys.executable, "-c", code, str(examples_home.dags_folder)],
+                          env=examples_home.env(), capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    retries = json.loads(done.stdout.splitlines()[-1])
+    assert sorted(retries) == ["digit_identification/identify.node", "tabular_scoring/score.node"]
+    assert all(n >= 1 for n in retries.values()), retries

@@ -6,13 +6,17 @@ one module share only the metadata database.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
-from airflow_runs import AirflowHome, make_files, write_editable_script
+from airflow_runs import TEST_DAGS, AirflowHome, make_files, write_editable_script
 
 from airflow_parallel_run.leases import OutputLock
 from airflow_parallel_run.storage import LocalLocation
@@ -297,3 +301,70 @@ def test_a_failed_planner_s_reason_is_repeated_by_the_reducer(
     assert "the planner failed: step: a setting is not valid" in reducer
     assert "error_threshold = -5: must be >= -1" in reducer
     assert "nothing to reduce" not in reducer
+
+
+def test_templated_output_is_rendered_by_the_planner(airflow_home: AirflowHome, tmp_path: Path):
+    expected = make_files(tmp_path / "input", ["ok a", "ok b", "ok c"])
+
+    run = airflow_home.dags_test("prt_templated_output", tmp_path, conf={"tag": "x"})
+
+    assert run.state == "success"
+    folder = tmp_path / "scores" / "x" / run.run_id
+    assert (folder / "parallel_run_step.txt").read_text().splitlines() == expected
+    [(_, uri, extra)] = airflow_home.asset_events(run)
+    assert uri == f"file://{tmp_path}/scores"  # the Asset: the folder above the template
+    assert extra["path"] == str(folder / "parallel_run_step.txt")
+
+
+def test_node_kwargs_reach_the_node_task_only(airflow_home: AirflowHome):
+    """As the scheduler sees them: the DAG as serialized by the dag processor."""
+    code = ("import json, sys\n"
+            "from airflow.dag_processing.dagbag import DagBag\n"
+            "from airflow.serialization.serialized_objects import DagSerialization\n"
+            "bag = DagBag(dag_folder=sys.argv[1])\n"
+            "dag = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags['prt_node_kwargs']))\n"
+            "print(json.dumps({t.task_id: [t.pool_slots, t.queue, t.executor_config, t.retries]\n"
+            "                  for t in dag.tasks}))")
+    done = subprocess.run([sys.executable, "-c", code, str(TEST_DAGS)], env=airflow_home.env(),
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    tasks = json.loads(done.stdout.splitlines()[-1])
+    pod = {"pod_override": {"spec": {"containers": [
+        {"name": "base", "resources": {"requests": {"cpu": "4"}}}]}}}
+    assert tasks["step.node"] == [4, "workers", pod, 2]
+    assert tasks["step.planner"] == tasks["step.reducer"] == [1, "light", {}, 2]
+
+
+def test_success_with_failed_items_warns_and_returns_the_counts(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["fail" if i == 3 else f"ok {i}" for i in range(6)])
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"node_count": 1})
+
+    assert run.state == "success"  # error_threshold -1: failures are allowed
+    warning = next(line for line in run.task_log("reducer").splitlines()
+                   if "succeeded with failures" in line)
+    assert "warn" in warning.lower() and "5 items failed, 1 succeeded" in warning
+    with sqlite3.connect(airflow_home.path / "airflow.db") as db:
+        (value,) = db.execute("select value from xcom where run_id = ? and task_id = ? and "
+                              "key = 'return_value'", (run.run_id, "step.reducer")).fetchone()
+    returned = json.loads(value)
+    assert (returned["succeeded_items"], returned["failed_items"]) == (1, 5)
+    [(_, _, extra)] = airflow_home.asset_events(run)
+    assert (extra["succeeded_items"], extra["failed_items"]) == (1, 5)
+
+
+def test_node_task_log_shows_the_scripts_warnings_first_traceback_and_progress(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok 0", "warn careful", "fail", "fail"])
+
+    run = airflow_home.dags_test("prt_files", tmp_path,
+                                 conf={"node_count": 1, "mini_batch_size": 1})
+
+    log = run.task_log("node", 0)
+    assert "f001.txt says warn careful" in log  # the script's WARNING
+    assert "init in pid" not in log  # its INFO stays in the files
+    assert log.count("Traceback (most recent call last)") == 1  # one per kind of error
+    assert "f002.txt asks to fail" in log
+    assert "node 1 of 1: 4 mini-batches: 100% (4 run now, 2 failed" in log

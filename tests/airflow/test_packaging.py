@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -82,6 +83,8 @@ def test_the_built_wheel_works_installed_outside_the_checkout(tmp_path):
              "(ep,) = [e for e in md.entry_points(group='apache_airflow_provider')"
              " if e.value.startswith('airflow_parallel_run')]\n"
              "info = ep.load()()\n"
+             "(plugin,) = md.entry_points(group='airflow.plugins', name='parallel_run')\n"
+             "assert plugin.load().name == 'parallel_run'\n"
              "from airflow_parallel_run.airflow import ParallelRunOperator\n"
              "print(info['package-name'], ParallelRunOperator.__name__)\n")
     imported = subprocess.run([str(fresh_python), "-c", probe], cwd=work, env=env,
@@ -105,3 +108,52 @@ def test_the_s3_extra_resolves_a_current_s3fs():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # fsspec warns when it meets a very old s3fs
         fsspec.filesystem("s3", anon=True, skip_instance_cache=True)
+
+
+def test_operator_is_importable_from_the_package_root():
+    code = ("import sys, airflow_parallel_run as prt\n"
+            "assert 'airflow' not in sys.modules\n"
+            "from airflow_parallel_run import ParallelRunOperator\n"
+            "from airflow_parallel_run.airflow.operator import ParallelRunOperator as cls\n"
+            "assert ParallelRunOperator is cls and 'ParallelRunOperator' in dir(prt)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+
+
+def test_provider_info_lists_operator_links_plugin_and_documentation():
+    code = ("import importlib, json\n"
+            "from airflow_parallel_run.airflow.provider import get_provider_info\n"
+            "info = get_provider_info()\n"
+            "for path in info['extra-links'] + [p['plugin-class'] for p in info['plugins']]:\n"
+            "    module, name = path.rsplit('.', 1)\n"
+            "    getattr(importlib.import_module(module), name)\n"
+            "for entry in info['operators']:\n"
+            "    for module in entry['python-modules']:\n"
+            "        assert importlib.import_module(module).ParallelRunOperator\n"
+            "print(json.dumps(info))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout.splitlines()[-1])
+    assert info["documentation-url"].startswith("https://")
+    assert [link.rsplit(".", 1)[1] for link in info["extra-links"]] == [
+        "JobReportLink", "OutputLink"]
+    assert info["plugins"] == [{"name": "parallel_run", "plugin-class":
+                                "airflow_parallel_run.airflow.plugin.ParallelRunPlugin"}]
+
+
+def test_airflow_plugins_lists_the_report_app_from_the_provider(airflow_home: AirflowHome):
+    listed = airflow_home.airflow("plugins", "-o", "json",
+                                  AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS="False")
+
+    assert listed.returncode == 0, listed.stdout
+    assert '"parallel_run"' in listed.stdout and "/parallel-run" in listed.stdout
+
+
+def test_airflow_config_list_shows_the_real_default_output_root(airflow_home: AirflowHome):
+    shown = airflow_home.airflow("config", "list", "--section", "parallel_run", "--show-values",
+                                 AIRFLOW__PARALLEL_RUN__OUTPUT_ROOT=None)
+
+    assert shown.returncode == 0, shown.stdout
+    assert f"output_root = {airflow_home.path}/parallel_run" in shown.stdout.splitlines()

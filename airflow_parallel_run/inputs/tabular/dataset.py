@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import InputError
-from ..files import FileDataset, InputItem, is_remote
+from ..files import FileDataset, InputItem, is_one_path, is_remote, path_text
 from .delimited import delimited_options
 from .formats import Note, codec_name
 from .partitions import PARTITION_SCAN_BYTES, partition_pieces
@@ -179,8 +179,8 @@ class TabularDataset:
 
 
 def _path_list(path: Any, what: str) -> list[str]:
-    specs = [path] if isinstance(path, str | os.PathLike) else list(path or [])
-    paths = [os.fspath(p) if isinstance(p, os.PathLike) else p for p in specs]
+    specs = [path] if is_one_path(path) else list(path or [])
+    paths = [path_text(p) for p in specs]
     if not paths or not all(isinstance(p, str) and p for p in paths):
         raise InputError(f"{what}: {path!r}: give a path, folder or glob, or a list of them")
     return paths

@@ -105,3 +105,29 @@ with DAG("prt_editable", schedule=None, params=PARAMS):
 with DAG("prt_editable_fixed", schedule=None, params=PARAMS):
     ParallelRunOperator(task_id="step", inputs=files(), parallel_run_config=editable_config(),
                         output=os.path.join(DATA, "fixed"))
+
+# output= is templated: rendered by the planner for each run.
+with DAG("prt_templated_output", schedule=None,
+         params={**PARAMS, "tag": Param("a", type="string")}):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
+                        output=os.path.join(DATA, "scores", "{{ params.tag }}", "{{ run_id }}"))
+
+# Node-only task arguments: a bigger pool share, another queue, a pod for the workers.
+with DAG("prt_node_kwargs", schedule=None, params=PARAMS):
+    ParallelRunOperator(task_id="step", parallel_run_config=config(), inputs=files(),
+                        queue="light", retries=2,
+                        node_kwargs={"pool_slots": 4, "queue": "workers", "executor_config": {
+                            "pod_override": {"spec": {"containers": [
+                                {"name": "base", "resources": {"requests": {"cpu": "4"}}}]}}}})
+
+# A standard aws connection, named by ObjectStoragePaths (s3://conn_id@bucket/...).
+with DAG("prt_s3_object_storage_path", schedule=None, params=PARAMS):
+    from airflow.sdk import ObjectStoragePath
+
+    BUCKET = os.environ.get("PRT_BUCKET", "nonexistent")
+    ParallelRunOperator(
+        task_id="step", parallel_run_config=config(), allow_reuse=False,
+        inputs=FileDataset.from_files(ObjectStoragePath(f"s3://prt_aws@{BUCKET}/input/")),
+        arguments=["--labels", SideInput(ObjectStoragePath(f"s3://prt_aws@{BUCKET}/side/l.txt"),
+                                         name="labels")],
+        output=ObjectStoragePath(f"s3://prt_aws@{BUCKET}/output"))

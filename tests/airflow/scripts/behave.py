@@ -5,6 +5,7 @@
     sleep S       sleeps S seconds first
     sleep-once S  sleeps S seconds the first time only (a node task that hangs, then its
                   units run elsewhere)
+    warn ...      logs a WARNING through EntryScript().logger, then returns like ok
 
 Every run() call appends "<mini-batch index> <worker pid> <node task pid>" to calls.log in the
 output folder, so a test can count calls and find the processes.
@@ -29,6 +30,8 @@ def run(mini_batch, context):
             text = handle.read().strip()
         if text == "fail":
             raise ValueError(f"{os.path.basename(path)} asks to fail")
+        if text.startswith("warn"):
+            EntryScript().logger.warning("%s says %s", os.path.basename(path), text)
         if text.startswith("sleep-once"):
             mark = os.path.join(EntryScript().output_dir, f"slept-{os.path.basename(path)}")
             if not os.path.exists(mark):
