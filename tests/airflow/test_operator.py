@@ -171,14 +171,15 @@ def test_rendered_value_breaking_a_config_rule_fails_the_planner_naming_the_rule
 
 def test_more_nodes_than_max_map_length_fails_the_planner_clearly(
         airflow_home: AirflowHome, tmp_path: Path):
+    # 4, not less: another DAG of the file has a literal node_count of 3, checked at parse time
     make_files(tmp_path / "input", [f"ok {i}" for i in range(9)])
 
     run = airflow_home.dags_test("prt_files", tmp_path,
-                                 conf={"node_count": 3, "mini_batch_size": 1},
-                                 AIRFLOW__CORE__MAX_MAP_LENGTH="2")
+                                 conf={"node_count": 5, "mini_batch_size": 1},
+                                 AIRFLOW__CORE__MAX_MAP_LENGTH="4")
 
     assert run.state == "failed"
-    assert "3 node tasks would exceed [core] max_map_length = 2" in run.task_log("planner")
+    assert "5 node tasks would exceed [core] max_map_length = 4" in run.task_log("planner")
 
 
 def test_same_inputs_script_config_and_arguments_reuse_the_finished_run(
