@@ -30,6 +30,7 @@ from .config import ParallelRunConfig
 from .events import ErrorEvent, TryEvent, read_events
 from .plan import JOB_FILE, JobPlan, iter_plan, state_format_error
 from .progress import write_overview
+from .recovered import recover_tries
 from .results import RESULTS_DIR, Records
 from .storage import STATE_DIR, OutputLocation, describe_os_error
 from .thresholds import Totals, final_verdict
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 PROCESSED_MINI_BATCHES = logs.PROCESSED_MINI_BATCHES
 PROCESSED_COLUMNS = ("node", "ip", "process", "pid", "mini_batch", "try", "status", "total",
-                     "succeeded", "failed", "start", "duration_s", "run_time_s")
+                     "succeeded", "failed", "start", "duration_s", "run_time_s", "recovered")
 
 
 @dataclass
@@ -237,6 +238,8 @@ def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobRes
     from .report import write_job_report  # the report's code only where a job ends
 
     events = read_events(location)
+    # a node killed after a record was stored, before its try was logged, and never resumed
+    events.tries += recover_tries(location, events.tries, range(job_plan.mini_batch_count))
     for note in events.notes:
         location.append_text(logs.MASTER_ROLE, logs.line(f"reducer: {note}"))
     if job_plan.node_count > 1:
