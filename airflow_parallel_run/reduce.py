@@ -155,7 +155,7 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     if reason is None:
         reason = final_verdict(config, totals, count)
     output_file = _publish_output(location, name, tmp, success=reason is None)
-    result = JobResult(reason is None, reason, totals, count, job_plan.item_count,
+    result = JobResult(reason is None, reason, totals, count, _item_count(job_plan, totals, missing),
                        location.display(), output_file, missing, time.time() - job_plan.started,
                        job_plan.resumed)
     for name in sorted(set(ignored)):
@@ -172,6 +172,14 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
             write_job_result(location, result, None)
     location.write_json(REDUCED_FILE, {"at": time.time()})
     return result
+
+
+def _item_count(job_plan: JobPlan, totals: Totals, missing: int) -> int | None:
+    """The items planned: the rows of a table are known once every mini-batch was read (each
+    record counts its rows), so a table's count is given when no mini-batch lacks a result."""
+    if job_plan.item_count is not None or missing:
+        return job_plan.item_count
+    return totals.succeeded_items + totals.failed_items
 
 
 def _remove_quietly(path: str) -> None:
