@@ -57,7 +57,7 @@ class TryEvent:
     duration: float  # seconds, as the node measured the try
     run_time: float  # seconds in run(), as the worker measured it
     # written after the fact from the mini-batch's record: its node was killed between the
-    # record and this event (engine/recovered.py); no duration known
+    # record and this event (recovered.py); no duration known
     recovered: bool = False
 
     KIND = "try"
