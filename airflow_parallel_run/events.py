@@ -56,6 +56,9 @@ class TryEvent:
     start: float  # epoch seconds
     duration: float  # seconds, as the node measured the try
     run_time: float  # seconds in run(), as the worker measured it
+    # written after the fact from the mini-batch's record: its node was killed between the
+    # record and this event (recovered.py); no duration known
+    recovered: bool = False
 
     KIND = "try"
 
@@ -72,27 +75,34 @@ class TryEvent:
                 "process": self.process, "pid": self.pid, "mini_batch": self.mini_batch,
                 "try": self.try_number, "status": self.status, "total": self.total,
                 "succeeded": self.succeeded, "failed": self.failed, "start": self.start,
-                "duration": self.duration, "run_time": self.run_time}
+                "duration": self.duration, "run_time": self.run_time,
+                "recovered": self.recovered}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TryEvent:
         return cls(data["node"], data["ip"], data["process"], data["pid"], data["mini_batch"],
                    data["try"], data["status"], data["total"], data["succeeded"], data["start"],
-                   data["duration"], data["run_time"])
+                   data["duration"], data["run_time"], bool(data.get("recovered", False)))
+
+    def _seconds(self, value: float) -> str:
+        return "-" if self.recovered else f"{value:.3f}"
 
     def sys_line(self) -> str:
         """The line of logs/sys/node/<ip>/<process>.txt."""
         return (f"{logs.timestamp(self.end)} node={self.node} ip={self.ip} pid={_pid(self.pid)} "
                 f"mini_batch={self.mini_batch} try={self.try_number} status={self.status} "
                 f"total={self.total} succeeded={self.succeeded} failed={self.failed} "
-                f"start={logs.timestamp(self.start)} duration={self.duration:.3f} "
-                f"run_time={self.run_time:.3f}\n")
+                f"start={logs.timestamp(self.start)} duration={self._seconds(self.duration)} "
+                f"run_time={self._seconds(self.run_time)}"
+                + (" recovered=yes (its node was killed before it logged this try)\n"
+                   if self.recovered else "\n"))
 
     def csv_row(self) -> list[object]:
         """A row of processed_mini_batches.csv, in the order of its columns."""
         return [self.node, self.ip, self.process, _pid(self.pid), self.mini_batch,
                 self.try_number, self.status, self.total, self.succeeded, self.failed,
-                logs.timestamp(self.start), f"{self.duration:.3f}", f"{self.run_time:.3f}"]
+                logs.timestamp(self.start), self._seconds(self.duration),
+                self._seconds(self.run_time), "yes" if self.recovered else ""]
 
 
 @dataclass(slots=True)

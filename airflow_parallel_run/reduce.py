@@ -30,6 +30,7 @@ from .config import ParallelRunConfig
 from .events import ErrorEvent, TryEvent, read_events
 from .plan import JOB_FILE, JobPlan, iter_plan, state_format_error
 from .progress import write_overview
+from .recovered import recover_tries
 from .results import RESULTS_DIR, Records
 from .storage import STATE_DIR, OutputLocation, describe_os_error
 from .thresholds import Totals, final_verdict
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 PROCESSED_MINI_BATCHES = logs.PROCESSED_MINI_BATCHES
 PROCESSED_COLUMNS = ("node", "ip", "process", "pid", "mini_batch", "try", "status", "total",
-                     "succeeded", "failed", "start", "duration_s", "run_time_s")
+                     "succeeded", "failed", "start", "duration_s", "run_time_s", "recovered")
 
 
 @dataclass
@@ -154,7 +155,7 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
     if reason is None:
         reason = final_verdict(config, totals, count)
     output_file = _publish_output(location, name, tmp, success=reason is None)
-    result = JobResult(reason is None, reason, totals, count, job_plan.item_count,
+    result = JobResult(reason is None, reason, totals, count, _item_count(job_plan, totals, missing),
                        location.display(), output_file, missing, time.time() - job_plan.started,
                        job_plan.resumed)
     for name in sorted(set(ignored)):
@@ -171,6 +172,14 @@ def reduce_job(location: OutputLocation, config: ParallelRunConfig, job_plan: Jo
             write_job_result(location, result, None)
     location.write_json(REDUCED_FILE, {"at": time.time()})
     return result
+
+
+def _item_count(job_plan: JobPlan, totals: Totals, missing: int) -> int | None:
+    """The items planned: the rows of a table are known once every mini-batch was read (each
+    record counts its rows), so a table's count is given when no mini-batch lacks a result."""
+    if job_plan.item_count is not None or missing:
+        return job_plan.item_count
+    return totals.succeeded_items + totals.failed_items
 
 
 def _remove_quietly(path: str) -> None:
@@ -237,6 +246,8 @@ def write_final_logs(location: OutputLocation, job_plan: JobPlan, result: JobRes
     from .report import write_job_report  # the report's code only where a job ends
 
     events = read_events(location)
+    # a node killed after a record was stored, before its try was logged, and never resumed
+    events.tries += recover_tries(location, events.tries, range(job_plan.mini_batch_count))
     for note in events.notes:
         location.append_text(logs.MASTER_ROLE, logs.line(f"reducer: {note}"))
     if job_plan.node_count > 1:

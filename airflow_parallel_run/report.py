@@ -142,6 +142,8 @@ def _number(text: str | None, default: float = 0.0) -> float:
 
 
 def _where(t: TryEvent) -> str:
+    if t.node < 0:  # a recovered try whose node is not known
+        return f"node unknown ({t.ip})"
     return f"node {t.node + 1} ({t.ip})"  # numbered from 1, as Airflow shows nodes
 
 
@@ -337,7 +339,10 @@ def _tries_part(tries: list[TryEvent]) -> str:
     items = "".join(f'<li>{_e(status)}: '
                     f'<span id="{_e(_slug(f"tries-{status}"))}">{count}</span></li>'
                     for status, count in sorted(statuses.items()))
-    return (f'<p>{len(tries)} tries of mini-batches, by how they ended:</p>'
+    recovered = sum(1 for t in tries if t.recovered)
+    note = (f' (<span id="tries-recovered">{recovered}</span> recovered from their records: '
+            'their node was killed before it logged them)' if recovered else '')
+    return (f'<p>{len(tries)} tries of mini-batches, by how they ended{note}:</p>'
             f'<ul class="tries">{items}</ul>')
 
 
@@ -385,7 +390,8 @@ def _slowest_section(tries: list[TryEvent]) -> str:
     if not tries:
         parts.append(_note("no try of a mini-batch recorded."))
         return "\n".join(parts)
-    slowest = heapq.nlargest(SLOWEST, tries, key=lambda t: t.duration)
+    timed = [t for t in tries if not t.recovered]  # a recovered try's duration is not known
+    slowest = heapq.nlargest(SLOWEST, timed, key=lambda t: t.duration)
     rows: list[list[object]] = [
         [t.mini_batch, t.try_number, t.status, f"{t.duration:.3f}", f"{t.run_time:.3f}",
          t.total, t.process, t.pid or "-", _where(t), logs.timestamp(t.start)] for t in slowest]

@@ -208,6 +208,12 @@ class Records:
         found = self.read(index)
         return None if found is None else found[0]
 
+    def written_by(self, index: int) -> tuple[str, float] | None:
+        """Where a local record came from: its log's name (``<ip>-<process>-<pid>-<random>``)
+        and when it was written; None when not known (a remote record)."""
+        entry = (self._entries or {}).get(index)
+        return None if entry is None else (os.path.basename(entry.path)[:-4], entry.at / 1e9)
+
     def read(self, index: int) -> tuple[MiniBatchRecord, bytes] | None:
         """The record and its output lines."""
         if self._entries is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -10,6 +11,10 @@ from collections import Counter
 
 from support import CLI, make_files, output_lines, pid_alive
 
+from airflow_parallel_run.config import ParallelRunConfig
+from airflow_parallel_run.events import read_events
+from airflow_parallel_run.plan import JOB_FILE, JobPlan
+from airflow_parallel_run.reduce import reduce_job
 from airflow_parallel_run.results import Records
 from airflow_parallel_run.storage import LocalLocation
 
@@ -255,3 +260,70 @@ def test_an_output_folder_inside_the_script_folder_is_left_out_of_its_fingerprin
     assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
     again = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "resumed" in again.stdout, again.stdout
+
+
+def _stop_between_record_and_try_event(cmd: list[str], output, records: int) -> set[int]:
+    """Start ``cmd``, SIGSTOP it (the node) once ``records`` mini-batches are done, let its
+    workers store more records that the stopped node cannot log, then SIGKILL it: the
+    mini-batches done whose tries no event logs."""
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len(_finished(output)) < records and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGSTOP)  # the workers are processes of their own: they go on
+    stopped_at = len(_finished(output))
+    deadline = time.monotonic() + 10
+    while len(_finished(output)) <= stopped_at and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # the sent-ahead mini-batches too
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(0.5)  # orphaned workers die with their node (PDEATHSIG)
+    location = LocalLocation(str(output))
+    logged = {t.mini_batch for t in read_events(location).tries if t.status == "ok"}
+    return _finished(output) - logged
+
+
+def _tries_csv(output) -> list[dict[str, str]]:
+    with open(output / "logs/sys/job_report/processed_mini_batches.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _killed_cmd(runner, files: int) -> list[str]:
+    make_files(runner.inputs, files)
+    return CLI + [str(runner.script(SLOW_ECHO)), "--input", str(runner.inputs), "--output",
+                  str(runner.output), "--mini-batch-size", "2", "--process-count-per-node", "2",
+                  "--quiet"]
+
+
+def test_a_resumed_node_logs_the_tries_its_killed_run_stored_but_did_not_log(runner):
+    cmd = _killed_cmd(runner, 40)
+    unlogged = _stop_between_record_and_try_event(cmd, runner.output, 4)
+    assert unlogged  # the kill fell between records and their events
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    rows = _tries_csv(runner.output)
+    assert sorted(int(r["mini_batch"]) for r in rows) == list(range(20))  # a try each, once
+    assert {int(r["mini_batch"]) for r in rows if r["recovered"] == "yes"} == unlogged
+    report = (runner.output / "logs/job_report.html").read_text()
+    assert "20 tries of mini-batches" in report
+    assert f'<span id="tries-recovered">{len(unlogged)}</span> recovered' in report
+    node_logs = "".join(p.read_text() for p in (runner.output / "logs/sys/node").rglob("*.txt"))
+    assert node_logs.count(" recovered=yes ") == len(unlogged)
+
+
+def test_the_reducer_logs_the_tries_of_a_killed_node_that_never_came_back_once(runner):
+    cmd = _killed_cmd(runner, 40)
+    unlogged = _stop_between_record_and_try_event(cmd, runner.output, 4)
+    assert unlogged
+    location = LocalLocation(str(runner.output))
+    job = location.read_json(JOB_FILE)
+    plan = JobPlan(str(runner.output), 20, 40, 1, job["fingerprint"], True, 0.0)
+    config = ParallelRunConfig(entry_script=str(runner.scripts / "score.py"))
+    for _ in range(2):  # a reducer run again (its task cleared) logs nothing twice
+        result = reduce_job(location, config, plan, [])
+        rows = _tries_csv(runner.output)
+        assert len(rows) == result.totals.mini_batches_done
+        assert {int(r["mini_batch"]) for r in rows if r["recovered"] == "yes"} == unlogged
+        assert all(r["duration_s"] == "-" for r in rows if r["recovered"] == "yes")

@@ -199,3 +199,14 @@ def test_failed_items_of_a_split_csv_with_quoted_line_breaks_are_its_rows(runner
                         mini_batch_size="32KB", run_max_try=1, process_count_per_node=2)
     assert result.mini_batch_count > 10
     assert result.totals.failed_items == 18_000
+
+
+def test_a_finished_table_job_gives_its_row_count_as_planned(runner):
+    write_csvs(runner.inputs, files=2, rows=300)
+    result = runner.run(runner.script(SCORE),
+                        inputs=[TabularDataset.from_delimited_files(str(runner.inputs))],
+                        mini_batch_size="4KB")
+    assert result.success, result.reason
+    assert result.item_count == 600
+    assert "items: 600 planned, 600 succeeded, 0 failed\n" in \
+        (runner.output / "logs/job_result.txt").read_text()

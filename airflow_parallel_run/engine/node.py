@@ -60,7 +60,7 @@ from .ownership import node_temp_prefix
 from .pool import CLOSED, Slot, SlotState, Woken, WorkerPool
 from .processes import WorkerProcess
 from .reaper import end_leftovers
-from .resume import finished_earlier
+from .resume import finished_earlier, recover_lost_tries
 from .sharing import SharedWork
 from .work_queue import Task, WorkQueue
 from .worker_events import WorkerEvents
@@ -222,6 +222,8 @@ class Node:
             self.sharing = SharedWork(self.spec, self.outcomes, self.queue, self.logs.master)
             return self.sharing.start() and (self.started_early or self._start_workers(self.ppn))
         done = finished_earlier(self.location, self.indices, self.spec.node_index, self.logs.master)
+        if done:
+            recover_lost_tries(self.location, self.indices, self.spec.node_index)
         self.outcomes.counted_before(done.values())
         todo = len(self.indices) - len(done)
         if not todo and not self.started_early:

@@ -13,9 +13,11 @@ import os
 import stat
 from collections.abc import Callable
 
+from ..events import read_events
 from ..plan import iter_plan
+from ..recovered import recover_tries
 from ..results import OK, MiniBatchRecord, read_records
-from ..storage import OutputLocation
+from ..storage import LocalLocation, OutputLocation
 
 # A file's times come from the kernel's coarse clock, which may lag the clock run()'s start
 # was read from by a tick (1-10 ms): a change this close after the start still counts.
@@ -34,6 +36,13 @@ def finished_earlier(location: OutputLocation, indices: range, node_index: int,
     for index in changed:
         del done[index]
     return done
+
+
+def recover_lost_tries(location: OutputLocation, indices: range, node_index: int) -> None:
+    """Log the tries of this node's share that a killed run stored but did not log (a remote
+    output's are left to the reducer: this node's staged logs would be uploaded over them)."""
+    if isinstance(location, LocalLocation):
+        recover_tries(location, read_events(location).tries, indices, node_index)
 
 
 def _changed_inputs(location: OutputLocation, indices: range,

@@ -13,6 +13,8 @@ import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,19 +103,39 @@ class AirflowHome:
                               stderr=subprocess.STDOUT, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
 
+    def airflow_while(self, args: list[str], during: Callable[[], None],
+                      **env: str | None) -> str:
+        """``airflow ARGS`` with ``during()`` called while it runs; what it printed."""
+        with tempfile.TemporaryFile("w+") as out:
+            process = subprocess.Popen([AIRFLOW, *args], env=self.env(**env), stdout=out,
+                                       stderr=subprocess.STDOUT, text=True,
+                                       stdin=subprocess.DEVNULL)
+            try:
+                during()
+                process.wait(300)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            out.seek(0)
+            return out.read()
+
     def migrate(self) -> None:
         done = self.airflow("db", "migrate")
         assert done.returncode == 0, done.stdout
 
     def dags_test(self, dag_id: str, data: Path, conf: dict | None = None,
                   output_root: Path | str | None = None, step: str = STEP,
-                  extra: tuple[str, ...] = (), **env: str) -> DagRun:
-        """``airflow dags test DAG [EXTRA...] [-c CONF]`` with PRT_DATA=data; the run's outcome."""
+                  extra: tuple[str, ...] = (), during: Callable[[], None] | None = None,
+                  **env: str) -> DagRun:
+        """``airflow dags test DAG [EXTRA...] [-c CONF]`` with PRT_DATA=data; the run's outcome.
+        ``during``: called while the run goes on (to interrupt a task)."""
         output_root = output_root or data / "out"
         args = ["dags", "test", dag_id, *extra] + (["-c", json.dumps(conf)] if conf else [])
-        done = self.airflow(*args, PRT_DATA=str(data),
-                            AIRFLOW__PARALLEL_RUN__OUTPUT_ROOT=str(output_root), **env)
-        log = done.stdout
+        env = {"PRT_DATA": str(data), "AIRFLOW__PARALLEL_RUN__OUTPUT_ROOT": str(output_root),
+               **env}
+        log = (self.airflow(*args, **env).stdout if during is None
+               else self.airflow_while(args, during, **env))
         found = re.findall(r"DagRun Finished: dag_id=[^,]+, .*?run_id=([^,]+),.*?state=(\w+)", log)
         if not found:  # refused before a run started: report the log as the state
             return DagRun(dag_id, "", "not started", log, output_root, step=step)

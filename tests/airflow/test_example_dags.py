@@ -49,6 +49,8 @@ def test_tabular_scoring_writes_one_scored_row_per_application(
     lines = run.output_lines("scores.csv")
     assert lines[0] == "id,score,decision"
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(100000, 120000))
+    # the rows of a CSV are counted as they are read: planned, once every mini-batch was
+    assert "items: 20000 planned, 20000 succeeded, 0 failed" in run.task_log("reducer")
 
 
 def test_every_example_step_retries_its_node_tasks(examples_home: AirflowHome):

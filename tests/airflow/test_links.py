@@ -1,12 +1,14 @@
 """The "Job report" and "Output" links: the package's plugin in a real api-server.
 
-A step is run with ``airflow dags test``; then an api-server (simple auth manager, one
-user with a password) serves its pages, to that user only.
+A step is run with ``airflow dags test``; then an api-server serves its pages, to the users
+its auth manager lets read that DAG only: the simple auth manager with two users, one of whom
+may not read the step's DAG (one_dag_denied.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import time
@@ -14,7 +16,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from airflow_runs import AIRFLOW, TEST_DAGS, AirflowHome, make_files
+from airflow_runs import AIRFLOW, HERE, TEST_DAGS, AirflowHome, make_files
+from one_dag_denied import DENIED_USER
 from test_services import free_port
 
 
@@ -22,11 +25,14 @@ from test_services import free_port
 def served(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("links")
     port = free_port()
-    (root / "passwords.json").write_text(json.dumps({"viewer": "pw-viewer"}))
+    (root / "passwords.json").write_text(json.dumps({"viewer": "pw-viewer",
+                                                     DENIED_USER: "pw-outsider"}))
     home = AirflowHome(root / "home", TEST_DAGS,
+                       AIRFLOW__CORE__AUTH_MANAGER="one_dag_denied.OneDagDenied",
+                       PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
                        AIRFLOW__API__HOST="127.0.0.1", AIRFLOW__API__PORT=str(port),
                        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-                       AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="viewer:viewer",
+                       AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"viewer:viewer,{DENIED_USER}:viewer",
                        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
                        # the checkout is not installed with its airflow.plugins entry point
                        AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS="False")
@@ -63,10 +69,10 @@ def get(url: str, token: str | None = None) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def token(url: str) -> str:
+def token(url: str, user: str = "viewer") -> str:
     request = urllib.request.Request(f"{url}/auth/token", method="POST",
-                                     data=json.dumps({"username": "viewer",
-                                                      "password": "pw-viewer"}).encode(),
+                                     data=json.dumps({"username": user,
+                                                      "password": f"pw-{user}"}).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())["access_token"]
@@ -94,6 +100,30 @@ def test_report_needs_an_authenticated_user(served):
     status, _ = get(stored_link(home, run, "step.reducer", "_link_JobReportLink"))
 
     assert status in (401, 403)
+
+
+def test_report_refuses_a_bad_token(served):
+    home, run, _ = served
+
+    status, body = get(stored_link(home, run, "step.reducer", "_link_JobReportLink"),
+                       "not-a-token")
+
+    assert status in (401, 403)
+    assert 'id="job-status"' not in body
+
+
+@pytest.mark.parametrize("page", ["report", "output", "file?path=parallel_run_step.txt"])
+def test_a_user_who_may_not_read_the_dag_gets_403_and_nothing_of_it(served, page: str):
+    home, run, url = served
+    bearer = token(url, DENIED_USER)
+    assert get(f"{url}/api/v2/pools", bearer)[0] == 200  # signed in: only this DAG is denied
+    report = stored_link(home, run, "step.reducer", "_link_JobReportLink")
+
+    status, body = get(report.replace("/report", f"/{page}"), bearer)
+
+    assert status == 403
+    assert 'id="job-status"' not in body and "f000.txt" not in body
+    assert "parallel_run_step.txt" not in body
 
 
 def test_authenticated_user_gets_the_report_and_the_output(served):

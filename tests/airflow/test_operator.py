@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import psutil
 from airflow_runs import TEST_DAGS, AirflowHome, make_files, write_editable_script
 
+from airflow_parallel_run.airflow.script_log import MAX_LINES
 from airflow_parallel_run.leases import OutputLock
 from airflow_parallel_run.storage import LocalLocation
 
@@ -369,3 +371,48 @@ def test_node_task_log_shows_the_scripts_warnings_first_traceback_and_progress(
     assert log.count("Traceback (most recent call last)") == 1  # one per kind of error
     assert "f002.txt asks to fail" in log
     assert "node 1 of 1: 4 mini-batches: 100% (4 run now, 2 failed" in log
+
+
+def test_an_interrupted_node_makes_the_reducer_say_to_clear_the_node_and_the_reducer(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["sleep 60"] * 2)
+
+    def interrupt() -> None:  # SIGTERM, as Airflow sends it, once run() is running
+        deadline = time.monotonic() + 120
+        while not (calls := [p for p in (tmp_path / "out").rglob("calls.log") if p.read_text()]):
+            assert time.monotonic() < deadline, "run() never started"
+            time.sleep(0.2)
+        node_task = int(calls[0].read_text().split()[2])
+        os.kill(node_task, signal.SIGTERM)
+
+    run = airflow_home.dags_test("prt_files", tmp_path, conf={"node_count": 1},
+                                 during=interrupt)
+
+    assert run.states("node") == ["failed"]
+    reducer = run.task_log("reducer")
+    assert ("the job was interrupted before it finished (node 1 of 1 stopped); clear the "
+            "failed node task(s) and the reducer of this run to resume") in reducer
+    assert "node 0" not in reducer  # numbered from 1, as the UI's "node 1 of 1"
+    assert "no errors" not in reducer
+
+
+def test_the_node_task_log_holds_at_most_max_lines_of_the_script_s_warnings_and_the_dropped_count(
+        airflow_home: AirflowHome, tmp_path: Path):
+    make_files(tmp_path / "input", ["ok"])
+    (tmp_path / "script").mkdir()
+    (tmp_path / "script" / "score.py").write_text(
+        "from airflow_parallel_run import EntryScript\n"
+        "def run(mini_batch):\n"
+        f"    for i in range({MAX_LINES + 700}):\n"
+        "        EntryScript().logger.warning('loud line %d', i)\n"
+        "    return ['done' for _ in mini_batch]\n")
+
+    run = airflow_home.dags_test("prt_editable", tmp_path, conf={"node_count": 1})
+
+    assert run.state == "success"
+    log = run.task_log("node", 0)
+    copied = [line for line in log.splitlines() if "loud line" in line]
+    assert len(copied) == MAX_LINES
+    assert f"loud line {MAX_LINES - 1} " in copied[-1]  # the first ones, in order
+    assert (f"entry script: 700 more lines not copied here (at most {MAX_LINES} per node task)"
+            in log)
