@@ -84,12 +84,19 @@ class TryEvent:
                    data["try"], data["status"], data["total"], data["succeeded"], data["start"],
                    data["duration"], data["run_time"], bool(data.get("recovered", False)))
 
+    @property
+    def node_number(self) -> str:
+        """The node as people read it everywhere: numbered from 1, as Airflow's UI names node
+        tasks ("node 1 of 3"); "unknown" for a recovered try whose node is not known."""
+        return node_number(self.node)
+
     def _seconds(self, value: float) -> str:
         return "-" if self.recovered else f"{value:.3f}"
 
     def sys_line(self) -> str:
         """The line of logs/sys/node/<ip>/<process>.txt."""
-        return (f"{logs.timestamp(self.end)} node={self.node} ip={self.ip} pid={_pid(self.pid)} "
+        return (f"{logs.timestamp(self.end)} node={self.node_number} ip={self.ip} "
+                f"pid={_pid(self.pid)} "
                 f"mini_batch={self.mini_batch} try={self.try_number} status={self.status} "
                 f"total={self.total} succeeded={self.succeeded} failed={self.failed} "
                 f"start={logs.timestamp(self.start)} duration={self._seconds(self.duration)} "
@@ -99,7 +106,7 @@ class TryEvent:
 
     def csv_row(self) -> list[object]:
         """A row of processed_mini_batches.csv, in the order of its columns."""
-        return [self.node, self.ip, self.process, _pid(self.pid), self.mini_batch,
+        return [self.node_number, self.ip, self.process, _pid(self.pid), self.mini_batch,
                 self.try_number, self.status, self.total, self.succeeded, self.failed,
                 logs.timestamp(self.start), self._seconds(self.duration),
                 self._seconds(self.run_time), "yes" if self.recovered else ""]
@@ -165,6 +172,11 @@ class ErrorEvent:
 
 
 Event = TryEvent | ErrorEvent
+
+
+def node_number(index: int) -> str:
+    """A node index (0-based in events and plans) as people read it: from 1, or "unknown"."""
+    return "unknown" if index < 0 else str(index + 1)
 
 
 def to_line(event: Event) -> str:

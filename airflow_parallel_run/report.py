@@ -142,9 +142,7 @@ def _number(text: str | None, default: float = 0.0) -> float:
 
 
 def _where(t: TryEvent) -> str:
-    if t.node < 0:  # a recovered try whose node is not known
-        return f"node unknown ({t.ip})"
-    return f"node {t.node + 1} ({t.ip})"  # numbered from 1, as Airflow shows nodes
+    return f"node {t.node_number} ({t.ip})"
 
 
 def _finished(tries: list[TryEvent]) -> list[TryEvent]:

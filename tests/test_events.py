@@ -81,7 +81,7 @@ def test_the_reader_leaves_out_lines_of_an_unknown_version_with_a_note(tmp_path)
 
 def test_the_sys_node_line_is_rendered_from_the_try():
     assert A_TRY.sys_line() == (
-        "2026-11-29T07:23:21.750Z node=1 ip=10.0.0.5 pid=4201 mini_batch=11 try=2 status=ok "
+        "2026-11-29T07:23:21.750Z node=2 ip=10.0.0.5 pid=4201 mini_batch=11 try=2 status=ok "
         "total=10 succeeded=8 failed=2 start=2026-11-29T07:23:20.250Z duration=1.500 "
         "run_time=1.250\n")
 
@@ -194,3 +194,26 @@ def test_the_reducer_refuses_state_of_an_older_version(runner):
     plan = JobPlan(str(runner.output), 2, 2, 1, job["fingerprint"], True, 0.0)
     with pytest.raises(StateError, match=r"older airflow-parallel-run \(format 1\)"):
         reduce_job(location, ParallelRunConfig(entry_script=str(script)), plan, [])
+
+
+def test_nodes_are_numbered_from_1_wherever_people_read_them(runner):
+    """Airflow's UI names node tasks "node 1 of 2": the node logs, the CSV and the report too."""
+    make_files(runner.inputs, 4)
+    result = runner.run(runner.script(FLAKY), mini_batch_size=1, run_max_try=2, node_count=2,
+                        work_sharing=False)
+    assert result.success
+    out = runner.output
+    node_log = "".join(p.read_text() for p in (out / "logs/sys/node").rglob("*.txt"))
+    assert {line.split()[1] for line in node_log.splitlines() if " node=" in line} == {
+        "node=1", "node=2"}
+    with open(out / "logs/sys/job_report/processed_mini_batches.csv") as handle:
+        assert {row["node"] for row in csv.DictReader(handle)} == {"1", "2"}
+    report = (out / "logs/job_report.html").read_text()
+    assert "node 1 (" in report and "node 2 (" in report and "node 0" not in report
+
+
+def test_a_try_whose_node_is_not_known_says_unknown():
+    recovered = TryEvent(node=-1, ip="unknown", process="process001", pid=None, mini_batch=3,
+                         try_number=1, status="ok", total=1, succeeded=1, start=START,
+                         duration=0.0, run_time=0.0, recovered=True)
+    assert " node=unknown " in recovered.sys_line() and recovered.csv_row()[0] == "unknown"

@@ -195,7 +195,7 @@ def test_a_late_node_finds_everything_done_runs_nothing_and_succeeds(tmp_path, p
     late = job.run_node(job_plan, 1)
     assert time.monotonic() - started < 5
     assert late.totals.mini_batches_done == 0 and late.stop_reason is None
-    assert "node 1: nothing left" in _master_role(job)
+    assert "node 2: nothing left" in _master_role(job)  # node index 1, read from 1
     result = job.reduce(job_plan, [first, late])
     assert result.success and len(_lines(job)) == 8
 
@@ -257,7 +257,7 @@ def test_a_retried_node_resumes_its_own_unit_at_once(tmp_path):
     retried = job.run_node(job_plan, 1)
     assert time.monotonic() - started < 30  # not after the lease
     assert retried.totals.mini_batches_done == 4
-    assert "node 1 resumes its unit 2-3" in _master_role(job)
+    assert "node 2 resumes its unit 2-3" in _master_role(job)
 
 
 def test_a_node_waits_for_a_unit_another_node_holds(tmp_path):

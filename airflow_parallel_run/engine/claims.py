@@ -276,11 +276,11 @@ class ClaimBoard:
         self.held[start] = claim
         if old is None or old.node != self.node_index:
             self.taken_over += 1
-            self.note(f"node {self.node_index} took over mini-batches {start}-{end - 1} from "
-                      f"{'a torn claim' if old is None else f'node {old.node}'}: not renewed "
+            self.note(f"node {self.node_index + 1} took over mini-batches {start}-{end - 1} from "
+                      f"{'a torn claim' if old is None else f'node {old.node + 1}'}: not renewed "
                       f"for {self.lease_timeout:g} s (lease_timeout)")
         else:
-            self.note(f"node {self.node_index} resumes its unit {start}-{end - 1}")
+            self.note(f"node {self.node_index + 1} resumes its unit {start}-{end - 1}")
         return claim
 
     def _look_every(self) -> float:

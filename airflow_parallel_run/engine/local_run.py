@@ -178,8 +178,8 @@ class LocalRun:
             why = describe_os_error(exc, self.job.location.display())
             with contextlib.suppress(OSError):
                 self.job.location.append_text(logs.MASTER_ROLE, logs.line(
-                    f"node {i} failed: {why}\n{traceback.format_exc()}"))
-            self.results[i] = NodeResult(i, Totals(), f"node {i} failed: {why}")
+                    f"node {i + 1} failed: {why}\n{traceback.format_exc()}"))
+            self.results[i] = NodeResult(i, Totals(), f"node {i + 1} failed: {why}")
         except Exception as exc:  # a bug of ours: the job fails with it, the others go on
             self.results[i] = NodeResult(i, Totals(),
                                          f"node {i + 1} failed: {type(exc).__name__}: {exc}")

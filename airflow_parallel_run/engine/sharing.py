@@ -44,7 +44,7 @@ class SharedWork:
     def start(self) -> bool:
         """Queue the units to claim; False when every unit is claimed and done already."""
         if self.board.all_done():
-            self.note(f"node {self.node_index}: nothing left: every unit of work is claimed "
+            self.note(f"node {self.node_index + 1}: nothing left: every unit of work is claimed "
                       "and done")
             return False
         self.done_before = finished_earlier(self.location, range(self.count), self.node_index,
@@ -89,7 +89,7 @@ class SharedWork:
         seconds (at most ``longest``) the node may wait before it renews or looks again."""
         for claim in self.board.renew():
             self.queue.drop(claim)
-            self.note(f"node {self.node_index}: mini-batches {claim.start}-{claim.end - 1} were "
+            self.note(f"node {self.node_index + 1}: mini-batches {claim.start}-{claim.end - 1} were "
                       "taken over by another node (this one did not renew them in time); "
                       "what it still runs of them runs twice")
         return min(longest, self.board.due_in())
