@@ -47,6 +47,17 @@ COMMAND_WIDTH = 2000  # characters of a command line kept in a process table sna
 
 T = TypeVar("T")
 
+# The nodes of one machine that run in one process (``parallel-run --node-count N``) watch
+# the same processes: each table snapshot is written by the first of them (per file, a
+# minute each), and psutil's clocks of every process are started once, not once per node.
+# Walking every process of the machine is what a monitor costs; N walks at a node's start
+# and end were most of a short job's fixed cost.
+_tables_lock = threading.Lock()
+_tables_busy: set[str] = set()  # being written now
+_tables_written: set[str] = set()  # written by this process (a later job may have removed it)
+_clocks_started = threading.Lock()
+_clocks = {"started": False}
+
 
 def perf_rel(ip: str, name: str) -> str:
     """``logs/perf/<ip>/<name>``: where a node's resource files live."""
@@ -109,9 +120,7 @@ class ResourceMonitor:
     def _loop(self) -> None:
         try:
             self._mounts = _mounts_of([str(self.work.root), tempfile.gettempdir()])
-            # the first cpu_percent of each process is meaningless: start the clocks now
-            for _ in psutil.process_iter(["cpu_percent"]):
-                pass
+            _start_process_clocks()
         except Exception:
             log.warning("resource monitor: could not prepare", exc_info=True)
         while not self._stopping.wait(self.interval):
@@ -148,8 +157,19 @@ class ResourceMonitor:
         minute = f"{moment:%Y%m%d%H%M}"
         if minute != self._snapshot_minute:
             self._snapshot_minute = minute
-            table = process_table(self.redact)
-            self.work.write_atomic(snapshot_rel(self.ip, moment), table.encode())
+            rel = snapshot_rel(self.ip, moment)
+            target = str(self.work.path(rel))
+            with _tables_lock:  # another node of this process writes (or wrote) it: done
+                if target in _tables_busy or (target in _tables_written
+                                              and os.path.exists(target)):
+                    return
+                _tables_busy.add(target)
+            try:
+                self.work.write_atomic(rel, process_table(self.redact).encode())
+                _tables_written.add(target)
+            finally:
+                with _tables_lock:
+                    _tables_busy.discard(target)
 
     # -- rows ------------------------------------------------------------------------------------
 
@@ -223,6 +243,16 @@ class ResourceMonitor:
             self._headers_checked.add(rel)
         if rows:
             self.work.append_text(rel, "".join(_csv_line(row) for row in rows))
+
+
+def _start_process_clocks() -> None:
+    """The first cpu_percent of each process is meaningless: start the clocks, once per process."""
+    with _clocks_started:
+        if _clocks["started"]:
+            return
+        for _ in psutil.process_iter(["cpu_percent"]):
+            pass
+        _clocks["started"] = True
 
 
 def process_table(redact: Callable[[str], str] | None = None, root: int | None = None) -> str:

@@ -173,3 +173,19 @@ def test_command_lines_in_the_snapshot_pass_through_redact(tmp_path, child):
     table = next(perf(tmp_path, "os").glob("*/processes_*")).read_text()
     line = next(t for t in table.splitlines() if t.split()[0] == str(child.pid))
     assert "***" in line and "time.sleep(30)" not in table
+
+
+def test_nodes_of_one_process_on_one_folder_write_each_minutes_table_once(tmp_path, child):
+    # the nodes of `parallel-run --node-count N` sample the same machine into one folder
+    location = LocalLocation(str(tmp_path))
+    first = ResourceMonitor(location, IP, 600, lambda: {"process000": child.pid})
+    second = ResourceMonitor(location, IP, 600, lambda: {"process001": child.pid})
+    first.start()
+    second.start()
+    first.stop()
+    written = {path: path.stat().st_ino for path in perf(tmp_path, "os").glob("*/processes_*")}
+    second.stop()
+
+    assert written, "no process table snapshot"
+    assert all(path.stat().st_ino == inode for path, inode in written.items()), \
+        "the second node walked the process table again for the same minute"
