@@ -44,7 +44,7 @@ CLAIMS_DIR = f"{STATE_DIR}/claims"
 TAKEOVER = ".takeover-"  # claim name + this + the token of the claim taken over
 CLAIM_COST_SHARE = 0.01  # claiming may cost this share of the run time of a unit
 LOOK_EVERY = 1.0  # seconds at most between looks at the claims of other nodes
-LOOK_COST = 20  # ... and at least this many times what the last look cost
+LOOK_COST = 20  # ... and at least this many times what a look costs
 LOOK_LEAST = 0.02  # ... and at least this (a few local reads, 50 times a second, while idle)
 CLOCK_OFFSET_ENV = "PARALLEL_RUN_CLOCK_OFFSET"  # tests only: this node's clock runs ahead
 
@@ -129,7 +129,7 @@ class ClaimBoard:
         self.taken_over = 0  # units this node took over from another holder
         self.lost = 0  # units taken from this node (it was slow, not dead)
         self.claim_seconds = 0.0  # the cost of one atomic create, as measured
-        self.look_seconds = 0.0  # the cost of the last look at the claims of others
+        self.look_seconds = 0.0  # the cost of a look at the claims of others (the least seen)
         self.batch_seconds = 0.0  # the node's pace: seconds between two mini-batches finished
         self.clock_offset = clock_offset()
         self._looked = -math.inf
@@ -244,8 +244,9 @@ class ClaimBoard:
         self._looked = now
         try:
             return self._look_at_watched(now)
-        finally:
-            self.look_seconds = time.monotonic() - now
+        finally:  # the cheapest look: a look that waited for the CPU cost the store no more
+            cost = time.monotonic() - now
+            self.look_seconds = min(self.look_seconds, cost) if self.look_seconds else cost
 
     def _look_at_watched(self, now: float) -> Claim | None:
         for start, watched in list(self.watching.items()):
