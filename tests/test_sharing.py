@@ -281,6 +281,15 @@ def test_a_node_waiting_on_a_local_folder_looks_again_within_hundredths_of_a_sec
     assert board.due_in() <= 0.05
 
 
+def test_a_busy_node_is_not_woken_to_look_at_the_units_of_others(tmp_path):
+    location = open_location(str(tmp_path / "out"))
+    assert isinstance(ClaimBoard(location, 4, 2, 1, lease_timeout=60).next_unit(), Claim)
+    board = ClaimBoard(location, 4, 2, 0, lease_timeout=60)
+    units = [board.next_unit() for _ in range(3)]  # its share (0, 1), then 3: 2 is node 1's
+    assert [u.start for u in units] == [0, 1, 3]  # type: ignore[union-attr]
+    assert board.due_in() > 10  # its next renewal (lease_timeout / 4), not a look at unit 2
+
+
 def test_a_busy_workers_next_mini_batch_leaves_the_last_unit_per_node_to_free_workers(tmp_path):
     board = ClaimBoard(open_location(str(tmp_path / "out")), 8, 2, 0, lease_timeout=60)
     queue = WorkQueue(1, lambda: False)  # node 0 of 2: its share is 0-3, units of one

@@ -133,6 +133,7 @@ class ClaimBoard:
         self.batch_seconds = 0.0  # the node's pace: seconds between two mini-batches finished
         self.clock_offset = clock_offset()
         self._looked = -math.inf
+        self.idle = False  # next_unit() found nothing to claim: the node waits for others
         self._renewed = time.monotonic()
 
     # -- sizes -----------------------------------------------------------------------------
@@ -165,6 +166,7 @@ class ClaimBoard:
         the nodes end within about one mini-batch of each other."""
         if ahead:
             return self._claim_in(self.order[0], ahead=True) or WAITING
+        self.idle = False
         for share in self.order:
             claim = self._claim_in(share)
             if claim is not None:
@@ -172,6 +174,7 @@ class ClaimBoard:
         claim = self._take_expired()
         if claim is not None:
             return claim
+        self.idle = bool(self.watching)
         return WAITING if self.watching else None
 
     def all_done(self) -> bool:
@@ -306,7 +309,7 @@ class ClaimBoard:
         """Seconds until the node's loop should come back: to renew, or to look again."""
         now = time.monotonic()
         due = [self._renewed + self.lease_timeout / 4 - now] if self.held else []
-        if self.watching:
+        if self.idle and self.watching:  # a busy node looks when it asks for its next unit
             due.append(self._looked + self._look_every() - now)
         return max(0.02, min(due)) if due else math.inf
 
