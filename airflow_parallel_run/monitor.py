@@ -54,7 +54,7 @@ T = TypeVar("T")
 # the same processes: each table snapshot is written by the first of them (per file, a
 # minute each), and psutil's clocks of every process are started once, not once per node.
 # Walking every process of the machine is what a monitor costs; N walks at a node's start
-# and end were most of a short job's fixed cost.
+# and end were a large part of a short job's fixed cost.
 _tables_lock = threading.Lock()
 _tables_busy: set[str] = set()  # being written now
 _tables_written: set[str] = set()  # written by this process (a later job may have removed it)
