@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,8 +45,21 @@ DISK_COLUMNS = ("time", "mount", "total_gb", "used_gb", "free_gb", "percent")
 MB = 1024 ** 2
 GB = 1024 ** 3
 COMMAND_WIDTH = 2000  # characters of a command line kept in a process table snapshot
+TABLE_EVERY = 60.0  # seconds at least between two process tables of one monitor
+SETTLE = 1.0  # seconds after its start a monitor waits before walking the process table
 
 T = TypeVar("T")
+
+# The nodes of one machine that run in one process (``parallel-run --node-count N``) watch
+# the same processes: each table snapshot is written by the first of them (per file, a
+# minute each), and psutil's clocks of every process are started once, not once per node.
+# Walking every process of the machine is what a monitor costs; N walks at a node's start
+# and end were a large part of a short job's fixed cost.
+_tables_lock = threading.Lock()
+_tables_busy: set[str] = set()  # being written now
+_tables_written: set[str] = set()  # written by this process (a later job may have removed it)
+_clocks_started = threading.Lock()
+_clocks = {"started": False}
 
 
 def perf_rel(ip: str, name: str) -> str:
@@ -84,7 +98,7 @@ class ResourceMonitor:
         self._cpu_count = psutil.cpu_count() or 0
         self._mounts: list[str] = []
         self._headers_checked: set[str] = set()
-        self._snapshot_minute = ""
+        self._last_table: float | None = None  # monotonic time of the last table
         self._failures = 0
 
     def start(self) -> None:
@@ -109,13 +123,24 @@ class ResourceMonitor:
     def _loop(self) -> None:
         try:
             self._mounts = _mounts_of([str(self.work.root), tempfile.gettempdir()])
-            # the first cpu_percent of each process is meaningless: start the clocks now
-            for _ in psutil.process_iter(["cpu_percent"]):
-                pass
+            if self.interval <= 2 * SETTLE:
+                _start_process_clocks()
         except Exception:
             log.warning("resource monitor: could not prepare", exc_info=True)
+        if self.interval > 2 * SETTLE:
+            self._first_table()
         while not self._stopping.wait(self.interval):
             self._sample()
+
+    def _first_table(self) -> None:
+        """The first sample is far off: the first table is taken once the workers have
+        started (walking every process then slows the node's start, and a table taken at its
+        end would show no worker), with the CPU they used in the second before."""
+        if self._stopping.wait(SETTLE):
+            return
+        self._guarded(_start_process_clocks)
+        if not self._stopping.wait(SETTLE):
+            self._guarded(lambda: self._snapshot(datetime.now(tz=UTC)))
 
     def _sample(self) -> None:
         """One sample; each file on its own, so one failing counter costs only its file."""
@@ -145,11 +170,22 @@ class ResourceMonitor:
 
     def _snapshot(self, moment: datetime) -> None:
         """The process table, once a minute: walking every process is the costly part."""
-        minute = f"{moment:%Y%m%d%H%M}"
-        if minute != self._snapshot_minute:
-            self._snapshot_minute = minute
-            table = process_table(self.redact)
-            self.work.write_atomic(snapshot_rel(self.ip, moment), table.encode())
+        started = time.monotonic()
+        if self._last_table is not None and started - self._last_table < TABLE_EVERY:
+            return
+        self._last_table = started
+        rel = snapshot_rel(self.ip, moment)
+        target = str(self.work.path(rel))
+        with _tables_lock:  # another node of this process writes (or wrote) it: done
+            if target in _tables_busy or (target in _tables_written and os.path.exists(target)):
+                return
+            _tables_busy.add(target)
+        try:
+            self.work.write_atomic(rel, process_table(self.redact).encode())
+            _tables_written.add(target)
+        finally:
+            with _tables_lock:
+                _tables_busy.discard(target)
 
     # -- rows ------------------------------------------------------------------------------------
 
@@ -223,6 +259,16 @@ class ResourceMonitor:
             self._headers_checked.add(rel)
         if rows:
             self.work.append_text(rel, "".join(_csv_line(row) for row in rows))
+
+
+def _start_process_clocks() -> None:
+    """The first cpu_percent of each process is meaningless: start the clocks, once per process."""
+    with _clocks_started:
+        if _clocks["started"]:
+            return
+        for _ in psutil.process_iter(["cpu_percent"]):
+            pass
+        _clocks["started"] = True
 
 
 def process_table(redact: Callable[[str], str] | None = None, root: int | None = None) -> str:

@@ -10,6 +10,7 @@ output location is resumed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -298,11 +299,15 @@ def state_format_error(location: OutputLocation, job: dict[str, Any] | None) -> 
 
 
 def iter_plan(location: OutputLocation, indices: range) -> Iterator[MiniBatch]:
-    """The mini-batches of ``indices``, read chunk by chunk."""
+    """The mini-batches of ``indices``, read chunk by chunk. Line k of chunk c is mini-batch
+    c * PLAN_CHUNK + k: only the lines of ``indices`` are parsed (a node sharing work reads
+    a few mini-batches of a chunk at a time, many times over)."""
     if not indices:
         return
     for chunk in range(indices.start // PLAN_CHUNK, (indices.stop - 1) // PLAN_CHUNK + 1):
-        for line in location.iter_lines(_chunk_rel(chunk)):
+        first = chunk * PLAN_CHUNK
+        lines = location.iter_lines(_chunk_rel(chunk))
+        for line in itertools.islice(lines, max(0, indices.start - first), indices.stop - first):
             batch = MiniBatch.from_json(line)
             if batch.index in indices:
                 yield batch

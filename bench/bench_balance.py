@@ -17,6 +17,7 @@ the start of Python, of 4 nodes and their workers, and the reducer are in them.
 from __future__ import annotations
 
 import csv
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def _run_phase(output: Path) -> tuple[float, float]:
 def main() -> Result:
     print(f"bench_balance: {FILES} mini-batches on {NODES} nodes x 1 process; node 0's share "
           f"sleeps {SLOW} s each, the rest {FAST} s; ideal {IDEAL:.2f} s; {REPEATS} rounds")
+    load_before = os.getloadavg()[0]
     folder = file_set("balance-400", FILES,
                       lambda i: str(SLOW if i < SLOW_FILES else FAST).encode())
 
@@ -78,7 +80,9 @@ def main() -> Result:
              f"start-up and reducer (fixed shares' wall time - its {SLOW_FILES * SLOW:g} s of "
              f"sleep): {fixed - SLOW_FILES * SLOW:.2f} s; shared work's last run, from the first "
              f"mini-batch's start to the last one's end: {span:.2f} s = {span / IDEAL:.2f}x the "
-             f"ideal; the nodes' last mini-batches ended within {ends:.2f} s of each other")
+             f"ideal; the nodes' last mini-batches ended within {ends:.2f} s of each other\n"
+             f"load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f} "
+             f"(on {os.cpu_count()} cores)")
     return Result(f"skewed shares ({FILES} mini-batches, {NODES} nodes)", f"{shared:.2f} s shared",
                   f"{fixed:.2f} s fixed", f"{of_ideal:.2f}x ideal, {speedup:.2f}x faster",
                   "<= 1.2x ideal, >= 2x", of_ideal <= 1.2 and speedup >= 2, notes)

@@ -6,6 +6,7 @@ import csv
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from airflow_parallel_run.monitor import (
     DISK_COLUMNS,
     NODE_COLUMNS,
     PROCESS_COLUMNS,
+    SETTLE,
     ResourceMonitor,
 )
 from airflow_parallel_run.storage import LocalLocation
@@ -173,3 +175,33 @@ def test_command_lines_in_the_snapshot_pass_through_redact(tmp_path, child):
     table = next(perf(tmp_path, "os").glob("*/processes_*")).read_text()
     line = next(t for t in table.splitlines() if t.split()[0] == str(child.pid))
     assert "***" in line and "time.sleep(30)" not in table
+
+
+def test_nodes_of_one_process_on_one_folder_write_each_minutes_table_once(tmp_path, child):
+    # the nodes of `parallel-run --node-count N` sample the same machine into one folder
+    location = LocalLocation(str(tmp_path))
+    first = ResourceMonitor(location, IP, 600, lambda: {"process000": child.pid})
+    second = ResourceMonitor(location, IP, 600, lambda: {"process001": child.pid})
+    first.start()
+    second.start()
+    first.stop()
+    written = {path: path.stat().st_ino for path in perf(tmp_path, "os").glob("*/processes_*")}
+    second.stop()
+
+    assert written, "no process table snapshot"
+    assert all(path.stat().st_ino == inode for path, inode in written.items()), \
+        "the second node walked the process table again for the same minute"
+
+
+def test_a_long_interval_takes_the_first_table_while_the_workers_run_not_at_the_end(tmp_path, child):
+    # a short job's one table is then off its end, and shows its workers running
+    monitor = ResourceMonitor(LocalLocation(str(tmp_path)), IP, 600, lambda: {"process000": child.pid})
+    monitor.start()
+    time.sleep(2 * SETTLE + 0.5)
+    stopping = time.time()
+    monitor.stop()
+
+    table = next(perf(tmp_path, "os").glob("*/processes_*")).read_text().splitlines()
+    taken = datetime.fromisoformat(table[0].split()[1].replace("Z", "+00:00")).timestamp()
+    assert taken < stopping
+    assert any(t.split()[0] == str(child.pid) for t in table[2:])

@@ -25,8 +25,10 @@ from airflow_parallel_run.engine.claims import (
     claim_rel,
 )
 from airflow_parallel_run.engine.job import Job
+from airflow_parallel_run.engine.work_queue import WorkQueue
 from airflow_parallel_run.events import read_events
 from airflow_parallel_run.leases import create_exclusive
+from airflow_parallel_run.plan import PLAN_DIR, MiniBatch, iter_plan
 from airflow_parallel_run.storage import open_location
 
 RUN_NODE = str(Path(__file__).with_name("run_node.py"))
@@ -267,6 +269,44 @@ def test_a_node_waits_for_a_unit_another_node_holds(tmp_path):
     board = ClaimBoard(location, 2, 2, 0, lease_timeout=60)
     assert isinstance(board.next_unit(), Claim)  # its own share
     assert board.next_unit() is WAITING
+
+
+def test_a_node_waiting_on_a_local_folder_looks_again_within_hundredths_of_a_second(tmp_path):
+    # it ends that soon after the last unit is done: looking at a few local claims costs little
+    location = open_location(str(tmp_path / "out"))
+    assert isinstance(ClaimBoard(location, 2, 2, 1, lease_timeout=60).next_unit(), Claim)
+    board = ClaimBoard(location, 2, 2, 0, lease_timeout=60)
+    assert isinstance(board.next_unit(), Claim)
+    assert board.next_unit() is WAITING
+    assert board.due_in() <= 0.05
+
+
+def test_a_busy_node_is_not_woken_to_look_at_the_units_of_others(tmp_path):
+    location = open_location(str(tmp_path / "out"))
+    assert isinstance(ClaimBoard(location, 4, 2, 1, lease_timeout=60).next_unit(), Claim)
+    board = ClaimBoard(location, 4, 2, 0, lease_timeout=60)
+    units = [board.next_unit() for _ in range(3)]  # its share (0, 1), then 3: 2 is node 1's
+    assert [u.start for u in units] == [0, 1, 3]  # type: ignore[union-attr]
+    assert board.due_in() > 10  # its next renewal (lease_timeout / 4), not a look at unit 2
+
+
+def test_a_busy_workers_next_mini_batch_leaves_the_last_unit_per_node_to_free_workers(tmp_path):
+    board = ClaimBoard(open_location(str(tmp_path / "out")), 8, 2, 0, lease_timeout=60)
+    queue = WorkQueue(1, lambda: False)  # node 0 of 2: its share is 0-3, units of one
+    queue.read_claims(board, lambda claim: iter([MiniBatch(i, "in", []) for i in claim.indices]))
+    assert queue.next().batch.index == 0  # type: ignore[union-attr]
+    assert queue.next(ahead=True).batch.index == 1  # type: ignore[union-attr]
+    assert queue.next(ahead=True) is None  # 2 and 3 left: one per node, for a free worker
+    assert queue.next().batch.index == 2  # type: ignore[union-attr]
+
+
+def test_reading_a_unit_of_the_plan_parses_only_its_own_lines(tmp_path):
+    # a node sharing work reads its chunk once per unit: the other lines are not even parsed
+    location = open_location(str(tmp_path / "out"))
+    lines = [MiniBatch(i, "in", [f"{i}.txt"]).to_json() if i in (5, 6) else "not json"
+             for i in range(10)]
+    location.write_atomic(f"{PLAN_DIR}/00000.jsonl", ("\n".join(lines) + "\n").encode())
+    assert [b.items for b in iter_plan(location, range(5, 7))] == [["5.txt"], ["6.txt"]]
 
 
 # -- modes and options -----------------------------------------------------------------------------

@@ -44,7 +44,8 @@ CLAIMS_DIR = f"{STATE_DIR}/claims"
 TAKEOVER = ".takeover-"  # claim name + this + the token of the claim taken over
 CLAIM_COST_SHARE = 0.01  # claiming may cost this share of the run time of a unit
 LOOK_EVERY = 1.0  # seconds at most between looks at the claims of other nodes
-LOOK_COST = 20  # ... and at least this many times what a claim costs (0.1 s at the least)
+LOOK_COST = 20  # ... and at least this many times what a look costs
+LOOK_LEAST = 0.02  # ... and at least this (a few local reads, 50 times a second, while idle)
 CLOCK_OFFSET_ENV = "PARALLEL_RUN_CLOCK_OFFSET"  # tests only: this node's clock runs ahead
 
 
@@ -128,9 +129,11 @@ class ClaimBoard:
         self.taken_over = 0  # units this node took over from another holder
         self.lost = 0  # units taken from this node (it was slow, not dead)
         self.claim_seconds = 0.0  # the cost of one atomic create, as measured
+        self.look_seconds = 0.0  # the cost of a look at the claims of others (the least seen)
         self.batch_seconds = 0.0  # the node's pace: seconds between two mini-batches finished
         self.clock_offset = clock_offset()
         self._looked = -math.inf
+        self.idle = False  # next_unit() found nothing to claim: the node waits for others
         self._renewed = time.monotonic()
 
     # -- sizes -----------------------------------------------------------------------------
@@ -156,8 +159,14 @@ class ClaimBoard:
 
     # -- what to run next --------------------------------------------------------------------
 
-    def next_unit(self) -> Claim | Waiting | None:
-        """A unit this node now holds; WAITING while others hold units not done; None: none left."""
+    def next_unit(self, ahead: bool = False) -> Claim | Waiting | None:
+        """A unit this node now holds; WAITING while others hold units not done; None: none left.
+        ``ahead``: for a worker still busy, a unit of this node's own share only, and none of
+        its last (one per node): those go to the nodes whose workers are free first, so that
+        the nodes end within about one mini-batch of each other."""
+        if ahead:
+            return self._claim_in(self.order[0], ahead=True) or WAITING
+        self.idle = False
         for share in self.order:
             claim = self._claim_in(share)
             if claim is not None:
@@ -165,11 +174,8 @@ class ClaimBoard:
         claim = self._take_expired()
         if claim is not None:
             return claim
+        self.idle = bool(self.watching)
         return WAITING if self.watching else None
-
-    def own_share_claimed(self) -> bool:
-        own = self.order[0]
-        return self.frontier[own] >= self.shares[own].stop
 
     def all_done(self) -> bool:
         """Every unit is claimed and done, as far as this node can see without claiming (a
@@ -186,13 +192,16 @@ class ClaimBoard:
         finally:
             self.frontier, self.watching = frontier, watching
 
-    def _claim_in(self, share: int) -> Claim | None:
-        """Walk the chain of ``share`` from where this node last looked; claim its next unit."""
+    def _claim_in(self, share: int, ahead: bool = False) -> Claim | None:
+        """Walk the chain of ``share`` from where this node last looked; claim its next unit
+        (``ahead``: only while more than one unit per node is left)."""
         stop = self.shares[share].stop
         while self.frontier[share] < stop:
             start = self.frontier[share]
-            mine = Claim(start, min(stop, start + self.unit_size(share, stop - start)),
-                         self.node_index, pace=self.batch_seconds)
+            size = self.unit_size(share, stop - start)
+            if ahead and stop - start <= size * len(self.shares):
+                return None
+            mine = Claim(start, min(stop, start + size), self.node_index, pace=self.batch_seconds)
             if self._create(mine):
                 self.frontier[share] = mine.end
                 return mine
@@ -236,6 +245,13 @@ class ClaimBoard:
         if now - self._looked < self._look_every():
             return None
         self._looked = now
+        try:
+            return self._look_at_watched(now)
+        finally:  # the cheapest look: a look that waited for the CPU cost the store no more
+            cost = time.monotonic() - now
+            self.look_seconds = min(self.look_seconds, cost) if self.look_seconds else cost
+
+    def _look_at_watched(self, now: float) -> Claim | None:
         for start, watched in list(self.watching.items()):
             data = self.location.read_bytes(claim_rel(start))
             if data != watched.data:
@@ -286,13 +302,14 @@ class ClaimBoard:
     def _look_every(self) -> float:
         """How often a node that waits looks at the units others hold: often enough that it
         ends soon after the last one is done; not so often that looking costs much."""
-        return min(LOOK_EVERY, self.lease_timeout / 4, max(0.1, LOOK_COST * self.claim_seconds))
+        return min(LOOK_EVERY, self.lease_timeout / 4,
+                   max(LOOK_LEAST, LOOK_COST * self.look_seconds))
 
     def due_in(self) -> float:
         """Seconds until the node's loop should come back: to renew, or to look again."""
         now = time.monotonic()
         due = [self._renewed + self.lease_timeout / 4 - now] if self.held else []
-        if self.watching:
+        if self.idle and self.watching:  # a busy node looks when it asks for its next unit
             due.append(self._looked + self._look_every() - now)
         return max(0.02, min(due)) if due else math.inf
 

@@ -94,8 +94,8 @@ class WorkQueue:
 
     def next(self, ahead: bool = False) -> Task | None:
         """The task to run now, or None: nothing left, or (see :meth:`waiting_for_plan`) not yet.
-        ``ahead``: for a worker still busy; once its own share is claimed, a node claims no
-        unit of another share for it, so that the last units go to nodes with a free worker."""
+        ``ahead``: for a worker still busy; a node claims for it no unit of another share, nor
+        the last units of its own, so that these go to nodes with a free worker."""
         self._ahead = ahead
         try:
             if not self.has_work():
@@ -156,9 +156,7 @@ class WorkQueue:
             batch = None if lost else next(self._plan, None)
             if batch is not None:
                 return batch
-            if self._ahead and board.own_share_claimed():
-                return PENDING
-            unit = board.next_unit()
+            unit = board.next_unit(ahead=self._ahead)
             if unit is WAITING:
                 return PENDING
             if not isinstance(unit, Claim):
