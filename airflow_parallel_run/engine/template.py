@@ -47,7 +47,10 @@ REPLY = struct.Struct("q")
 ANSWER_TIMEOUT = 120.0  # seconds for the template to import and fork: it may start under load
 ADOPTION_TIMEOUT = 5.0  # seconds for a worker to become the node's child
 PRELOAD = ("pandas", "pyarrow", "pyarrow.csv", "pyarrow.parquet", "pyarrow.json",
-           "airflow_parallel_run.inputs.tabular", "airflow_parallel_run.engine.worker")
+           "pyarrow.pandas_compat", "pyarrow.vendored.version",  # to_pandas, on its first call
+           "airflow_parallel_run.inputs.tabular.delimited",
+           "airflow_parallel_run.inputs.tabular.jsonl",
+           "airflow_parallel_run.inputs.tabular.parquet", "airflow_parallel_run.engine.worker")
 
 
 def available() -> bool:
