@@ -79,8 +79,12 @@ class WorkerLauncher:
             # Tagged as the node's: what a worker forks without exec carries the template's
             # environment, and is still ended with the node.
             tag = f"{tracker.token}:0"
-            self.template = WorkerTemplate({**self.env, TAG: tag}, spec.working_dir)
-            tracker.started(self.template.popen.pid, tag)  # not one of the workers' processes
+            try:
+                self.template = WorkerTemplate({**self.env, TAG: tag}, spec.working_dir)
+            except OSError:  # no process to spare: the workers are spawned, each on its own
+                self.template = None
+            else:
+                tracker.started(self.template.popen.pid, tag)  # not one of the workers'
 
     def launch(self, name: str) -> WorkerProcess:
         ip = self.spec.ip

@@ -135,14 +135,14 @@ class WorkerTemplate:
             self._end()
 
     def _end(self) -> None:
+        """Killed: it holds nothing to save, and an interpreter with pandas takes a while to
+        exit on its own (the node would wait for that at the end of every job)."""
         if self.sock is not None:
-            self.sock.close()  # the template reads the end of its requests and exits
+            self.sock.close()
             self.sock = None
-        try:
-            self.popen.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
+        if self.popen.returncode is None:
             try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
+                os.killpg(self.popen.pid, signal.SIGKILL)  # with a go-between, if one is left
             except ProcessLookupError:
                 pass
             self.popen.wait()
