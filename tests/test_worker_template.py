@@ -218,3 +218,24 @@ def test_killing_the_command_leaves_no_template_and_no_worker(command):
     while command.processes() and time.monotonic() < deadline:
         time.sleep(0.05)
     command.assert_nothing_left(temp_folders=False)
+
+
+def test_planning_a_parquet_input_imports_no_pandas_in_the_command(command):
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": list(range(ROWS))}), command.inputs / "t.parquet",
+                   row_group_size=100)
+    script = command.script("def run(mini_batch):\n    return mini_batch[['id']]\n")
+    args = command.args(script, "--input-type", "parquet", "--mini-batch-size", "1KB")
+    proc = subprocess.run([sys.executable, "-X", "importtime", *args[1:]], capture_output=True,
+                          text=True, env=command.env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "pyarrow.parquet" in imported  # the planner read the footer in this process
+    assert not {name for name in imported if name.split(".")[0] == "pandas"}
+    assert ids(command) == [str(i) for i in range(ROWS)]
