@@ -239,3 +239,24 @@ def test_planning_a_parquet_input_imports_no_pandas_in_the_command(command):
     assert "pyarrow.parquet" in imported  # the planner read the footer in this process
     assert not {name for name in imported if name.split(".")[0] == "pandas"}
     assert ids(command) == [str(i) for i in range(ROWS)]
+
+
+def test_workers_are_spawned_when_the_template_is_gone(command):
+    table(command)
+    script = command.script("""
+    import os, sys, psutil
+
+    def run(mini_batch):
+        mark = os.path.join(MARKS, "template-killed")
+        if not os.path.exists(mark):
+            open(mark, "w").close()
+            for sibling in psutil.Process(os.getppid()).children():
+                if "airflow_parallel_run.engine.template" in sibling.cmdline():
+                    sibling.kill()
+            os._exit(1)  # the node starts another worker, from no template now
+        return mini_batch[["id"]]
+    """)
+    proc = run_table(command, script, "--run-max-try", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert ids(command) == [str(i) for i in range(ROWS)]
+    command.assert_nothing_left()

@@ -50,6 +50,13 @@ class WorkerProcess:
         out, err = (_log_fd(path, pump) for path in (stdout_path, stderr_path))
         try:
             forked = template.fork(name, env, cwd, [child_fd, out, err]) if template else None
+            if template is not None and forked is None:
+                # A pair the template may still hand to a worker is never used: that worker
+                # would read no spec from it, and exit.
+                parent_sock.close()
+                child_sock.close()
+                parent_sock, child_sock = socket.socketpair()
+                child_fd = child_sock.fileno()
             self.popen: Any = forked or subprocess.Popen(
                 [sys.executable, "-m", "airflow_parallel_run.engine.worker", name,
                  str(child_fd), str(os.getpid())],
