@@ -75,6 +75,11 @@ HERE = DATA / "tabular"
 CSV = HERE / "table-8m.csv"
 PARQUET = HERE / "table-8m.parquet"
 READY = HERE / "table-8m.ready"
+BIG_ROWS = 10 * ROWS  # the same columns, 10x the rows: about 4 GB as CSV (written as Parquet only)
+BIG_PARQUET = HERE / "table-80m.parquet"
+BIG_READY = HERE / "table-80m.ready"
+TARGET_SPEEDUP_PARQUET = 1.1  # 400 MB: a fixed cost (interpreters, imports) weighs most
+TARGET_SPEEDUP_BIG = 1.4
 SCORE = HERE / "score.py"
 BASELINE = HERE / "baseline.py"
 ONE_THREAD = ("--environment-variable", "OMP_NUM_THREADS=1")
@@ -273,6 +278,32 @@ def make_table() -> None:
     READY.touch()
 
 
+def make_big_parquet() -> None:
+    """BIG_ROWS rows like the 400 MB table's (ids 0..BIG_ROWS-1), in row groups of ROW_GROUP
+    rows, as Parquet only (once)."""
+    if BIG_READY.exists() and BIG_PARQUET.exists():
+        return
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    print(f"  creating {BIG_PARQUET} (once) ...", flush=True)
+    BIG_READY.unlink(missing_ok=True)
+    rng = np.random.default_rng(20240502)
+    schema = pa.schema([("id", pa.int64()), ("a", pa.float64()), ("b", pa.float64()),
+                        ("c", pa.int64())])
+    chunk = 4 * ROW_GROUP
+    with pq.ParquetWriter(BIG_PARQUET, schema) as parquet:
+        for start in range(0, BIG_ROWS, chunk):
+            n = min(chunk, BIG_ROWS - start)
+            parquet.write_table(pa.table({"id": np.arange(start, start + n, dtype=np.int64),
+                                          "a": np.round(rng.uniform(0, 10_000, n), 9),
+                                          "b": np.round(rng.uniform(0, 1_000, n), 9),
+                                          "c": rng.integers(10**12, 10**13, n)}, schema=schema),
+                                row_group_size=ROW_GROUP)
+    BIG_READY.touch()
+
+
 def warm(*paths: Path) -> None:
     """Read the inputs once, so no side pays for a cold page cache."""
     for path in paths:
@@ -306,8 +337,8 @@ def output_of(contender: Contender) -> Path:
     return Path(contender.command[contender.command.index("--output") + 1])
 
 
-def check_output(output: Path) -> str | None:
-    """None when OUTPUT/parallel_run_step.txt holds the ids 0..ROWS-1, one a line, in order."""
+def check_output(output: Path, rows: int = ROWS) -> str | None:
+    """None when OUTPUT/parallel_run_step.txt holds the ids 0..rows-1, one a line, in order."""
     import numpy as np
     import pyarrow.csv as pacsv
 
@@ -316,15 +347,19 @@ def check_output(output: Path) -> str | None:
         return f"{path}: missing"
     with open(path, "rb") as handle:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b""))
-    if lines != ROWS:
-        return f"{path}: {lines:,} lines, expected {ROWS:,}"
+    if lines != rows:
+        return f"{path}: {lines:,} lines, expected {rows:,}"
     ids = pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True))
-    if ids.num_columns != 1 or not np.array_equal(ids.column(0).to_numpy(), np.arange(ROWS)):
-        return f"{path}: {lines:,} lines, but not the ids 0..{ROWS - 1} in order"
+    if ids.num_columns != 1 or not np.array_equal(ids.column(0).to_numpy(), np.arange(rows)):
+        return f"{path}: {lines:,} lines, but not the ids 0..{rows - 1} in order"
     return None
 
 
 # -- timing --------------------------------------------------------------------------------------
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _children_cpu() -> float:
@@ -363,7 +398,7 @@ def alternate(contenders: Sequence[Contender], repeats: int
                            else "; disturbed, keeping the calmest")
                 print(f"  round {round_number}: {contender.name:<34} {timing.seconds:6.2f} s, "
                       f"{cpu:5.2f} CPU-s   (others meanwhile: {timing.others_cpu:.2f} CPU-s"
-                      f"{verdict})", flush=True)
+                      f"{verdict}; {load_average()})", flush=True)
                 if not again:
                     break
             assert best is not None
@@ -375,10 +410,10 @@ def alternate(contenders: Sequence[Contender], repeats: int
 # -- memory --------------------------------------------------------------------------------------
 
 
-def measure_memory(path: Path, fmt: str) -> dict:
+def measure_memory(path: Path, fmt: str, name: str) -> dict:
     """Peak RSS of each worker (VmHWM from run()/shutdown(), and the monitor's samples)."""
-    output = fresh_dir(f"tabular-{fmt}-memory")
-    rss_dir = fresh_dir(f"tabular-{fmt}-rss")
+    output = fresh_dir(f"tabular-{name}-memory")
+    rss_dir = fresh_dir(f"tabular-{name}-rss")
     env = dict(os.environ, BENCH_TABULAR_RSS_DIR=str(rss_dir))
     subprocess.run(engine_command(path, fmt, output, "--resource-monitor-interval", "0.5"),
                    env=env, check=True, stdout=subprocess.DEVNULL)
@@ -531,20 +566,56 @@ def profile_all() -> list[str]:
 # -- main ----------------------------------------------------------------------------------------
 
 
-def main(with_profile: bool = False) -> list[Result]:
+def main(with_profile: bool = False, parquet_only: bool = False) -> list[Result]:
     import pyarrow
 
     print(f"bench_tabular: {ROWS:,} rows x 4 numeric columns, mini_batch_size {MINI_BATCH}, "
           f"{PROCESSES} processes, {REPEATS} rounds; {machine()}; "
-          f"pyarrow {pyarrow.__version__}, pyarrow.cpu_count() {pyarrow.cpu_count()}")
+          f"pyarrow {pyarrow.__version__}, pyarrow.cpu_count() {pyarrow.cpu_count()}; "
+          f"{load_average()}")
     make_table()
-    warm(CSV, PARQUET)
+    make_big_parquet()
+    warm(CSV, PARQUET, BIG_PARQUET)
     print(f"  {CSV}: {CSV.stat().st_size / 1e6:.0f} MB; {PARQUET}: "
-          f"{PARQUET.stat().st_size / 1e6:.0f} MB, {ROWS // ROW_GROUP} row groups")
-    results = speed_results()
-    results.append(memory_result())
+          f"{PARQUET.stat().st_size / 1e6:.0f} MB, {ROWS // ROW_GROUP} row groups; "
+          f"{BIG_PARQUET}: {BIG_PARQUET.stat().st_size / 1e6:.0f} MB, {BIG_ROWS // ROW_GROUP} "
+          "row groups")
+    results = parquet_results() if parquet_only else speed_results() + parquet_results(big_only=True)
+    results.append(memory_result(("parquet", "parquet-4gb") if parquet_only
+                                 else ("csv", "parquet", "parquet-4gb")))
     if with_profile:
         profile_all()
+    return results
+
+
+def parquet_results(big_only: bool = False) -> list[Result]:
+    """The engine against read_table().to_pandas() + run() on the 400 MB and the 4 GB
+    Parquet tables (only the 4 GB one when ``big_only``: speed_results() times the other)."""
+    tables = [("4gb", BIG_PARQUET, BIG_ROWS, TARGET_SPEEDUP_BIG)]
+    if not big_only:
+        tables.insert(0, ("400mb", PARQUET, ROWS, TARGET_SPEEDUP_PARQUET))
+    contenders = []
+    for size, path, _, _ in tables:
+        contenders += [engine(f"engine parquet {size}", path, "parquet"),
+                       Contender(f"baseline parquet {size}", lambda: None,
+                                 baseline_command(path, "parquet"))]
+    walls, cpus = alternate(contenders, REPEATS)
+    results = []
+    for size, _path, rows, target in tables:
+        ours, base = (median(walls[f"{who} parquet {size}"]) for who in ("engine", "baseline"))
+        ours_cpu, base_cpu = (median(cpus[f"{who} parquet {size}"]) for who in ("engine", "baseline"))
+        problem = check_output(output_of(contenders[[c.name for c in contenders].index(
+            f"engine parquet {size}")]), rows)
+        rounds = {who: ", ".join(f"{t:.2f}" for t in walls[f"{who} parquet {size}"])
+                  for who in ("engine", "baseline")}
+        note = (f"parquet {size}: engine {ours:.2f} s ({rounds['engine']}), {ours_cpu:.2f} CPU-s; "
+                f"baseline read_table().to_pandas() {base:.2f} s ({rounds['baseline']}), "
+                f"{base_cpu:.2f} CPU-s; speedup {base / ours:.2f} x; engine output "
+                f"{'OK, ' + format(rows, ',') + ' ids in order' if problem is None else problem}")
+        print(note, flush=True)
+        results.append(Result(f"parquet {size} ({rows:,} rows), 10MB, 2 proc", f"{ours:.2f} s",
+                              f"{base:.2f} s", f"{base / ours:.2f} x", f">= {target} x",
+                              base / ours >= target and problem is None, note))
     return results
 
 
@@ -585,18 +656,20 @@ def speed_results() -> list[Result]:
                 f"{fmt}: engine output "
                 f"{'OK, 8,000,000 ids in order' if problem is None else problem}")
         print(note, flush=True)
+        target = TARGET_SPEEDUP if fmt == "csv" else TARGET_SPEEDUP_PARQUET
         results.append(Result(f"{fmt} 400 MB table, 10MB, 2 proc", f"{ours:.2f} s",
-                              f"{base:.2f} s", f"{speedup:.2f} x", f">= {TARGET_SPEEDUP} x",
-                              speedup >= TARGET_SPEEDUP and problem is None, note))
+                              f"{base:.2f} s", f"{speedup:.2f} x", f">= {target} x",
+                              speedup >= target and problem is None, note))
     return results
 
 
-def memory_result() -> Result:
-    """The highest peak RSS of any worker, per format, against the baseline's."""
+def memory_result(tables: Sequence[str] = ("csv", "parquet", "parquet-4gb")) -> Result:
+    """The highest peak RSS of any worker, per table, against the baseline's."""
     peaks = []
     lines = []
-    for fmt, path in (("csv", CSV), ("parquet", PARQUET)):
-        memory = measure_memory(path, fmt)
+    paths = {"csv": CSV, "parquet": PARQUET, "parquet-4gb": BIG_PARQUET}
+    for fmt in tables:
+        memory = measure_memory(paths[fmt], fmt.split("-")[0], fmt)
         for pid, data in sorted(memory["workers"].items()):
             peaks.append(data["vmhwm_mb"])
             sampled = data["sampled_mb"]
@@ -618,7 +691,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true",
                         help="also profile the engine's workers and time prototypes of fixes")
+    parser.add_argument("--parquet", action="store_true",
+                        help="only the Parquet tables (400 MB and 4 GB) and their workers' memory")
     args = parser.parse_args()
-    found = main(args.profile)
+    found = main(args.profile, args.parquet)
     print()
     print(table(found))

@@ -177,8 +177,10 @@ class Node:
     def start_early(self) -> None:
         """Start a worker (and its init()) while the plan is made, others as mini-batches come
         (:meth:`stream`); :meth:`assign` gives the node its share later. Only for a local output
-        that holds no job yet: planning then clears nothing the workers have opened."""
-        self._start_workers(1)
+        that holds no job yet: planning then clears nothing the workers have opened. A table
+        job's first worker also comes with the first mini-batch: its template imports now."""
+        self._start_workers(0 if any(d.kind == "tabular" for d in self.spec.datasets.values())
+                            else 1)
         self.started_early = True
 
     def stream(self, feed: PlanFeed, on_record: Listener | None) -> None:

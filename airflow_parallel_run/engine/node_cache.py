@@ -19,6 +19,7 @@ from .messages import WorkerSpec
 from .processes import WorkerProcess
 from .reaper import TAG, ProcessTracker
 from .staging import Staging
+from .template import WorkerTemplate, available
 
 if TYPE_CHECKING:
     from .node import NodeSpec
@@ -45,8 +46,10 @@ class NodeCache:
         self.monitor.start()
 
     def close(self) -> None:
-        """Once the workers are killed: the monitor stops, what they started ends."""
+        """Once the workers are killed: the monitor stops, the template and what the
+        workers started end."""
         self.monitor.stop()
+        self.launcher.close()
         self.tracker.end_all()
 
     def stop_pump(self) -> None:
@@ -56,7 +59,9 @@ class NodeCache:
 
 
 class WorkerLauncher:
-    """The pool's process factory: workers share one spec and one environment."""
+    """The pool's process factory: workers share one spec and one environment. A table
+    job's workers are forked from a template that has imported pandas and pyarrow (made
+    here, at once: it imports while the planner reads the input); others are spawned."""
 
     def __init__(self, spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int,
                  tracker: ProcessTracker, pump: LogPump | None = None) -> None:
@@ -66,8 +71,20 @@ class WorkerLauncher:
         self.tracker = tracker
         self.work = work
         self.pump = pump
-        self.spec_json = worker_spec(spec, cache_dir, work, workers).to_json()
+        worker = worker_spec(spec, cache_dir, work, workers)
+        self.spec_json = worker.to_json()
         self.env = worker_env(spec.config.environment_variables)
+        self.template: WorkerTemplate | None = None
+        if worker.tables and tracker.subreaper and available():
+            # Tagged as the node's: what a worker forks without exec carries the template's
+            # environment, and is still ended with the node.
+            tag = f"{tracker.token}:0"
+            try:
+                self.template = WorkerTemplate({**self.env, TAG: tag}, spec.working_dir)
+            except OSError:  # no process to spare: the workers are spawned, each on its own
+                self.template = None
+            else:
+                tracker.started(self.template.popen.pid, tag)  # not one of the workers'
 
     def launch(self, name: str) -> WorkerProcess:
         ip = self.spec.ip
@@ -77,10 +94,14 @@ class WorkerLauncher:
             str(self.work.path(logs.user_stdout(ip, name))),
             str(self.work.path(logs.user_stderr(ip, name))),
             cwd=self.spec.working_dir, env={**self.env, TAG: tag}, pump=self.pump,
-            on_killed=self.tracker.end_worker,
+            on_killed=self.tracker.end_worker, template=self.template,
         )
         self.tracker.started(process.pid, tag)
         return process
+
+    def close(self) -> None:
+        if self.template is not None:
+            self.template.close()
 
 
 def worker_spec(spec: NodeSpec, cache_dir: str, work: LocalLocation, workers: int) -> WorkerSpec:

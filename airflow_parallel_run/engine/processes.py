@@ -3,7 +3,8 @@
 Each worker leads its own session (so its process group holds what it started), and is
 watched through a pidfd, so the node learns of its death at once, whatever killed it. Its
 spec (secrets and storage options included) is the first message on its connection: it is
-never in a file.
+never in a file. A table job's worker is forked from the node's template (template.py),
+where pandas and pyarrow are imported already; any other is a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Any
 
 import psutil
 
 from .log_pump import LogPump
+from .template import WorkerTemplate
 
 
 def _log_fd(path: str, pump: LogPump | None) -> int:
@@ -33,9 +36,11 @@ class WorkerProcess:
 
     def __init__(self, name: str, spec_json: str, stdout_path: str, stderr_path: str,
                  cwd: str, env: dict[str, str], pump: LogPump | None = None,
-                 on_killed: Callable[[int], None] | None = None) -> None:
+                 on_killed: Callable[[int], None] | None = None,
+                 template: WorkerTemplate | None = None) -> None:
         """``pump``: stdout and stderr go through it (masked) rather than straight to the files;
-        ``on_killed(pid)`` ends, once the worker is killed, what left its tree (reaper.py)."""
+        ``on_killed(pid)`` ends, once the worker is killed, what left its tree (reaper.py);
+        ``template``: fork the worker from it (spawned as a fresh interpreter if it cannot)."""
         self.name = name
         self.on_killed = on_killed
         parent_sock, child_sock = socket.socketpair()
@@ -44,7 +49,15 @@ class WorkerProcess:
         os.makedirs(os.path.dirname(stderr_path), exist_ok=True)
         out, err = (_log_fd(path, pump) for path in (stdout_path, stderr_path))
         try:
-            self.popen = subprocess.Popen(
+            forked = template.fork(name, env, cwd, [child_fd, out, err]) if template else None
+            if template is not None and forked is None:
+                # A pair the template may still hand to a worker is never used: that worker
+                # would read no spec from it, and exit.
+                parent_sock.close()
+                child_sock.close()
+                parent_sock, child_sock = socket.socketpair()
+                child_fd = child_sock.fileno()
+            self.popen: Any = forked or subprocess.Popen(
                 [sys.executable, "-m", "airflow_parallel_run.engine.worker", name,
                  str(child_fd), str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,

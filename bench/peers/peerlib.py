@@ -6,7 +6,10 @@ disturbance rules are reused): ``parallel-run`` from the project's virtualenv, a
 ``ray_job.py`` / ``dask_job.py`` run by the peers' own virtualenv (``.venv-peers/``, made
 by ``make bench-peers``; ``PEERS_PYTHON`` overrides it). While a command runs, a thread
 samples its process tree every 50 ms: the peak of the summed RSS of every process in it
-(shared pages count in each process, as ``ps`` shows them), and every process it started,
+(shared pages count in each process, as ``ps`` shows them), the peak of the summed PSS
+every 200 ms (a page shared by N processes counts 1/N in each: the tree's real footprint,
+which RSS overstates when workers share pages with the process they were forked from),
+and every process it started,
 so that what is still alive after the command exits can be named. Its CPU seconds are
 those of the command and its waited-for descendants (``RUSAGE_CHILDREN``), or the sampled
 sum over the tree when that is larger (processes that outlive the command are not waited
@@ -141,6 +144,7 @@ class TreeSampler(threading.Thread):
         self.seen: dict[int, psutil.Process] = {pid: self.root}
         self.cpu: dict[int, float] = {}
         self.peak_rss = 0
+        self.peak_pss = 0
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -148,6 +152,7 @@ class TreeSampler(threading.Thread):
         while not self._done.is_set():
             if samples % RESCAN_EVERY == 0:
                 self._find_new()
+                self._sample_pss()  # reads every mapping of every process: not every time
             self._sample()
             samples += 1
             self._done.wait(SAMPLE_EVERY)
@@ -175,6 +180,15 @@ class TreeSampler(threading.Thread):
                 continue
         self.peak_rss = max(self.peak_rss, total)
 
+    def _sample_pss(self) -> None:
+        total = 0
+        for process in list(self.seen.values()):
+            try:
+                total += process.memory_full_info().pss
+            except (psutil.Error, AttributeError):
+                continue
+        self.peak_pss = max(self.peak_pss, total)
+
     def alive(self) -> list[psutil.Process]:
         return [p for p in self.seen.values() if p.is_running() and p.status() != "zombie"]
 
@@ -184,6 +198,7 @@ class TreeRun(Timing):
     """One command's run: benchlib's timing plus what the whole process tree did."""
 
     peak_rss_mb: float = 0.0
+    peak_pss_mb: float = 0.0
     returncode: int | None = None
     hung: bool = False  # still running at the hang limit, then killed
     killed: bool = False  # the benchmark killed the command on purpose (kill_when)
@@ -236,7 +251,7 @@ def run_tree(command: Sequence[str], stderr: Path, hang_limit: float = HANG_LIMI
         others = max(0.0, (busy_after - busy) - cpu - (mine_after - mine))
     left = _survivors(sampler)
     return TreeRun(elapsed, others, cpu, peak_rss_mb=sampler.peak_rss / 2**20,
-                   returncode=process.returncode, hung=hung, killed=killed, left_running=left)
+                   peak_pss_mb=sampler.peak_pss / 2**20, returncode=process.returncode, hung=hung, killed=killed, left_running=left)
 
 
 def _survivors(sampler: TreeSampler) -> list[str]:
@@ -292,7 +307,8 @@ def measure(contender: PeerContender) -> TreeRun:
     run = run_tree(contender.command, OUT / f"{slug(contender.name)}.stderr")
     run.check = contender.check()
     left = f"; left running: {', '.join(run.left_running)}" if run.left_running else ""
-    print(f"    {contender.name}: {load} at start; peak RSS {run.peak_rss_mb:,.0f} MB; "
+    print(f"    {contender.name}: {load} at start; peak RSS {run.peak_rss_mb:,.0f} MB, "
+          f"PSS {run.peak_pss_mb:,.0f} MB; "
           f"{run.outcome}; correct: {run.check.describe()}{left}", flush=True)
     if run.returncode != 0:
         print(f"    (stderr in {OUT / slug(contender.name)}.stderr)", flush=True)
@@ -315,6 +331,7 @@ class Row:
     vs_ours: float  # its time / ours: above 1, we are faster
     correct: str
     runs: list[float] = field(default_factory=list)  # wall seconds of each kept run
+    peak_pss_mb: float = 0.0
 
 
 def compare(workload: str, contenders: Sequence[PeerContender], ours: str,
@@ -332,12 +349,12 @@ def compare(workload: str, contenders: Sequence[PeerContender], ours: str,
         correct = wrong[0] if wrong else next(r.check for r in kept if r.check).describe()
         rows.append(Row(workload, contender.name, wall, median([r.cpu for r in kept]),
                         max(r.peak_rss_mb for r in kept), wall / base, correct,
-                        [round(r.seconds, 2) for r in kept]))
+                        [round(r.seconds, 2) for r in kept], max(r.peak_pss_mb for r in kept)))
     return rows
 
 
 ROW_COLUMNS = ("workload", "contender", "wall s (median)", "CPU-s", "peak RSS MB",
-               "time / ours", "correct")
+               "peak PSS MB", "time / ours", "correct")
 
 
 def markdown(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -348,7 +365,8 @@ def markdown(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 def rows_table(rows: Iterable[Row]) -> str:
     return markdown(ROW_COLUMNS, ((r.workload, r.contender, f"{r.seconds:.2f}", f"{r.cpu:.2f}",
-                                  f"{r.peak_rss_mb:,.0f}", f"{r.vs_ours:.2f}", r.correct)
+                                  f"{r.peak_rss_mb:,.0f}", f"{r.peak_pss_mb:,.0f}",
+                                  f"{r.vs_ours:.2f}", r.correct)
                                  for r in rows))
 
 

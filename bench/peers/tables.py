@@ -54,5 +54,7 @@ def compare(fmt: str, workload: str, speed_target: float | None) -> Section:
 def memory_verdict(rows: list[Row]) -> str:
     lowest = min(rows, key=lambda r: r.peak_rss_mb)
     verdict = "pass" if lowest.contender == OURS else "MISS"
+    by_pss = min(rows, key=lambda r: r.peak_pss_mb)
     return (f"peak RSS of the whole process tree: lowest {lowest.contender} "
-            f"{lowest.peak_rss_mb:,.0f} MB (target: ours the lowest): {verdict}")
+            f"{lowest.peak_rss_mb:,.0f} MB (target: ours the lowest): {verdict}; peak PSS "
+            f"(shared pages counted once): lowest {by_pss.contender} {by_pss.peak_pss_mb:,.0f} MB")
