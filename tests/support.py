@@ -106,11 +106,13 @@ def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Pope
 class TcpProxy:
     """A TCP proxy on a loopback port of its own to ``target_port``, that can be closed (new
     connections are refused, open ones are cut) and opened again on the same port: a store
-    that blinks, in front of a server that keeps its state."""
+    that blinks, in front of a server that keeps its state. ``host``/``port``: where it listens
+    (another address of this machine, a fixed port)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, host: str = "127.0.0.1", port: int = 0) -> None:
         self.target_port = target_port
-        self.port = 0
+        self.host = host
+        self.port = port
         self._listener: socket.socket | None = None
         self._open_sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -119,7 +121,7 @@ class TcpProxy:
     def open(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener

@@ -1,0 +1,28 @@
+"""The example data on object storage: made on local disk as on one machine, then copied once
+to a URL such as ``s3://conn_id@bucket/prefix`` (ObjectStoragePath's spelling: the connection
+holds the credentials), so that node tasks on other machines read the same files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+
+def publish(make: Callable[[str], str], url: str, marker: str) -> str:
+    """``make(folder)`` in a temporary folder, its files copied under ``url``; nothing to do
+    when ``url/marker`` is there. The marker is copied last: a half-finished copy is redone."""
+    from airflow.sdk import ObjectStoragePath
+
+    target = ObjectStoragePath(url)
+    if (target / marker).exists():
+        return url
+    with tempfile.TemporaryDirectory() as scratch:
+        local = make(os.path.join(scratch, "data"))
+        names = sorted(os.path.relpath(os.path.join(folder, name), local)
+                       for folder, _, files in os.walk(local) for name in files)
+        names.remove(marker)
+        for batch in (names, [marker]):
+            target.fs.put([os.path.join(local, name) for name in batch],
+                          [(target / name).path for name in batch])
+    return url
