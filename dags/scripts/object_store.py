@@ -1,6 +1,7 @@
 """The example data on object storage: made on local disk as on one machine, then copied once
 to a URL such as ``s3://conn_id@bucket/prefix`` (ObjectStoragePath's spelling: the connection
-holds the credentials), so that node tasks on other machines read the same files."""
+holds the credentials, read as the step reads it), so that node tasks on other machines read
+the same files."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import os
 import tempfile
 from collections.abc import Callable
 
+import fsspec
+
+from airflow_parallel_run.airflow.connections import scheme_of, split_conn, storage_options
+
 
 def publish(make: Callable[[str], str], url: str, marker: str) -> str:
     """``make(folder)`` in a temporary folder, its files copied under ``url``; nothing to do
     when ``url/marker`` is there. The marker is copied last: a half-finished copy is redone."""
-    from airflow.sdk import ObjectStoragePath
-
-    target = ObjectStoragePath(url)
-    if (target / marker).exists():
+    plain, conn_id = split_conn(url)
+    options = storage_options(conn_id, scheme_of(plain)) if conn_id else {}
+    fs, root = fsspec.core.url_to_fs(plain, **options)
+    if fs.exists(f"{root}/{marker}"):
         return url
     with tempfile.TemporaryDirectory() as scratch:
         local = make(os.path.join(scratch, "data"))
@@ -23,6 +28,6 @@ def publish(make: Callable[[str], str], url: str, marker: str) -> str:
                        for folder, _, files in os.walk(local) for name in files)
         names.remove(marker)
         for batch in (names, [marker]):
-            target.fs.put([os.path.join(local, name) for name in batch],
-                          [(target / name).path for name in batch])
+            fs.put([os.path.join(local, name) for name in batch],
+                   [f"{root}/{name}" for name in batch])
     return url

@@ -296,6 +296,11 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
                          for p in sorted(self.logs.glob("*.log")))
 
+    def data(self, variable: str) -> str:
+        """Where an example DAG's data is on the store (``bucket/key``): the env file's
+        ``variable``, an ``s3://conn_id@bucket/key`` URL."""
+        return self.env_file[variable].removeprefix("s3://").partition("@")[2]
+
     def output(self, dag_id: str, step: str, run_id: str) -> str:
         """The run's output folder on the store (``bucket/key``)."""
         root = self.env_file["AIRFLOW__PARALLEL_RUN__OUTPUT_ROOT"].removeprefix("s3://")
