@@ -36,11 +36,16 @@ from pathlib import Path
 
 import fsspec
 
+from airflow_parallel_run.results import RESULTS_DIR
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "airflow"))
 from airflow_runs import AIRFLOW, REPO_DAGS, RestApi, wait_for  # noqa: E402
 from support import TcpProxy, start_moto  # noqa: E402
 
+HERE = Path(__file__).resolve().parent
 ENV_FILE = REPO_DAGS.parent / "docker" / "airflow.env"
+SCRIPTS = (HERE.parent / "airflow" / "scripts" / "behave.py",
+           REPO_DAGS.parent / "bench" / "scripts" / "cpu_work.py")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DAGS_MOUNT = "/opt/airflow/dags"
 WORKERS = ("w1", "w2")
@@ -188,7 +193,8 @@ class Cluster:
         self.proxy: TcpProxy | None = None
         self.pg_folder = Path(tempfile.mkdtemp(prefix="prt-cluster-pg-"))
         self.rest = RestApi(f"http://{self.network.address['control']}:8080")
-        self.s3: fsspec.AbstractFileSystem | None = None
+        self.s3: fsspec.AbstractFileSystem | None = None  # the store, as the test reaches it
+        self.s3_options: dict = {}
 
     def home(self, host: str) -> Path:
         return self.root / host / "home"
@@ -207,7 +213,12 @@ class Cluster:
         self._start_store()
         for host in ("control", *WORKERS):  # a copy of dags/ each: no folder is shared
             self.home(host).mkdir(parents=True)
-            shutil.copytree(REPO_DAGS, self.root / host / "dags")
+            dags = self.root / host / "dags"
+            shutil.copytree(REPO_DAGS, dags)
+            shutil.copy(HERE / "dags" / "prt_cluster.py", dags)
+            (dags / "scripts" / "cluster").mkdir()
+            for script in SCRIPTS:
+                shutil.copy(script, dags / "scripts" / "cluster")
         self._start_postgres()
         self._start("redis", "control", ["redis-server", "--bind", "0.0.0.0", "--port", "6379",
                                           "--save", "", "--appendonly", "no",
@@ -233,14 +244,23 @@ class Cluster:
         self.processes[name] = process
         return process
 
+    def restart_worker(self, host: str) -> None:
+        """A new Celery worker on ``host`` (after ``network.kill``), once it is ready."""
+        log = self.logs / f"worker-{host}.log"
+        log.rename(log.with_suffix(f".{time.monotonic_ns()}.old"))
+        self._start(f"worker-{host}", host, [AIRFLOW, "celery", "worker", "--concurrency",
+                                             str(CONCURRENCY)], airflow=True)
+        wait_for(f"celery worker on {host}", lambda: " ready." in log.read_text(), 120,
+                 self.logs)
+
     def _start_store(self) -> None:
         self.moto, port = start_moto()
         self.proxy = TcpProxy(port, host=self.network.gateway, port=9000)
         connection = json.loads(self.env_file["AIRFLOW_CONN_PARALLEL_RUN_S3"])["extra"]
-        self.s3 = fsspec.filesystem(
-            "s3", skip_instance_cache=True, key=connection["key"], secret=connection["secret"],
-            client_kwargs={"endpoint_url": f"http://127.0.0.1:{port}",
-                           "region_name": "us-east-1"})
+        self.s3_options = {"key": connection["key"], "secret": connection["secret"],
+                           "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}",
+                                             "region_name": "us-east-1"}}
+        self.s3 = fsspec.filesystem("s3", skip_instance_cache=True, **self.s3_options)
         import boto3  # s3fs's mkdir asks moto for a location constraint it refuses
 
         boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
@@ -270,7 +290,7 @@ class Cluster:
         passwords = self.home("control") / "simple_auth_manager_passwords.json.generated"
         users = json.loads(passwords.read_text())
         self.rest = RestApi.login(self.rest.url, "admin", users["admin"])
-        for dag_id in ("digit_identification", "tabular_scoring"):
+        for dag_id in ("digit_identification", "tabular_scoring", "prt_cluster"):
             wait_for(f"DAG {dag_id}", lambda d=dag_id: self.rest.api("GET", f"dags/{d}"), 120,
                      self.logs)
         for host in WORKERS:
@@ -300,6 +320,20 @@ class Cluster:
         """Where an example DAG's data is on the store (``bucket/key``): the env file's
         ``variable``, an ``s3://conn_id@bucket/key`` URL."""
         return self.env_file[variable].removeprefix("s3://").partition("@")[2]
+
+    def put_files(self, folder: str, texts: list[str]) -> list[str]:
+        """``f000.txt``... with the given texts under ``cluster/<folder>/`` of the bucket (where
+        the prt_cluster DAGs read); the output lines that behave.py makes of them."""
+        self.s3.pipe({f"{BUCKET}/cluster/{folder}/f{i:03d}.txt": f"{text}\n".encode()
+                      for i, text in enumerate(texts)})
+        return [f"f{i:03d}.txt: {text}" for i, text in enumerate(texts)]
+
+    def records(self, output: str) -> set[int]:
+        """The mini-batches of a run that have a record on the store."""
+        self.s3.invalidate_cache()  # s3fs keeps listings; the run adds records meanwhile
+        found = self.s3.find(f"{output}/{RESULTS_DIR}")
+        return {int(Path(p).stem) for p in found if p.endswith(".rec")
+                and not Path(p).name.startswith(".")}
 
     def output(self, dag_id: str, step: str, run_id: str) -> str:
         """The run's output folder on the store (``bucket/key``)."""
