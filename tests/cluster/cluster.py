@@ -290,7 +290,8 @@ class Cluster:
         passwords = self.home("control") / "simple_auth_manager_passwords.json.generated"
         users = json.loads(passwords.read_text())
         self.rest = RestApi.login(self.rest.url, "admin", users["admin"])
-        for dag_id in ("digit_identification", "tabular_scoring", "prt_cluster"):
+        for dag_id in ("digit_identification", "tabular_scoring", "prt_cluster",
+                       "prt_cluster_blink"):
             wait_for(f"DAG {dag_id}", lambda d=dag_id: self.rest.api("GET", f"dags/{d}"), 120,
                      self.logs)
         for host in WORKERS:

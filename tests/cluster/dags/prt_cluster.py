@@ -36,3 +36,6 @@ def step(script: str, folder: str, **settings: object) -> ParallelRunOperator:
 # Files whose text tells behave.py what to do; a lost node's units are taken over after 10 s.
 with DAG("prt_cluster", schedule=None, params=PARAMS):
     step("behave.py", "input", lease_timeout=10)
+
+with DAG("prt_cluster_blink", schedule=None, params=PARAMS):  # the store stops for a while
+    step("behave.py", "blink")
