@@ -152,11 +152,12 @@ class TcpProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._open_sockets |= {client, upstream}
+            pipes_left = [2]  # the pair is closed when both directions are done
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(source, sink, pipes_left),
+                                 daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, pipes_left: list[int]) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
@@ -165,3 +166,11 @@ class TcpProxy:
         finally:
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)
+            with self._lock:
+                pipes_left[0] -= 1
+                last = pipes_left[0] == 0
+                if last:  # a long-lived proxy must not run out of file descriptors
+                    self._open_sockets -= {source, sink}
+            if last:
+                source.close()
+                sink.close()

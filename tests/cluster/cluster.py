@@ -25,6 +25,7 @@ import json
 import os
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -182,8 +183,9 @@ class Network:
 class Cluster:
     """The hosts, their services, the REST API (``rest``) and the store (``s3``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, concurrency: int = CONCURRENCY) -> None:
         self.root = root
+        self.concurrency = concurrency  # task slots of each worker host
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.network = Network(("control", *WORKERS))
@@ -208,6 +210,9 @@ class Cluster:
             assert binary.exists(), f"{binary} is missing: `make system-deps` installs it"
         assert not set(TEST_SETTINGS) & set(self.env_file), "the test overrides the env file"
         Network.sweep_leftovers()
+        # the S3 proxy in this process holds two descriptors per connection of every task
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
         Path(DAGS_MOUNT).mkdir(parents=True, exist_ok=True)
         self.network.create()
         self._start_store()
@@ -231,7 +236,7 @@ class Cluster:
         self._start("dag-processor", "control", [AIRFLOW, "dag-processor"], airflow=True)
         for host in WORKERS:
             self._start(f"worker-{host}", host, [AIRFLOW, "celery", "worker", "--concurrency",
-                                                 str(CONCURRENCY)], airflow=True)
+                                                 str(self.concurrency)], airflow=True)
         self._wait_ready()
 
     def _start(self, name: str, host: str, argv: list[str], airflow: bool = False,
@@ -249,7 +254,7 @@ class Cluster:
         log = self.logs / f"worker-{host}.log"
         log.rename(log.with_suffix(f".{time.monotonic_ns()}.old"))
         self._start(f"worker-{host}", host, [AIRFLOW, "celery", "worker", "--concurrency",
-                                             str(CONCURRENCY)], airflow=True)
+                                             str(self.concurrency)], airflow=True)
         wait_for(f"celery worker on {host}", lambda: " ready." in log.read_text(), 120,
                  self.logs)
 
@@ -291,7 +296,7 @@ class Cluster:
         users = json.loads(passwords.read_text())
         self.rest = RestApi.login(self.rest.url, "admin", users["admin"])
         for dag_id in ("digit_identification", "tabular_scoring", "prt_cluster",
-                       "prt_cluster_blink"):
+                       "prt_cluster_blink", "prt_cluster_cpu"):
             wait_for(f"DAG {dag_id}", lambda d=dag_id: self.rest.api("GET", f"dags/{d}"), 120,
                      self.logs)
         for host in WORKERS:

@@ -24,22 +24,35 @@ class ExampleRun:
         return cluster.rest.task_instances(self.dag_id, self.run_id, f"{self.step}.node")
 
 
-def _run(cluster: Cluster, dag_id: str, step: str, conf: dict) -> ExampleRun:
-    run_id = cluster.rest.trigger(dag_id, {"node_count": NODES, **conf})
-    state = cluster.rest.wait(dag_id, run_id, timeout=300)
-    return ExampleRun(dag_id, step, run_id, state, cluster.output(dag_id, step, run_id))
+EXAMPLES = {  # name: DAG, its step, the run's conf
+    "digits": ("digit_identification", "identify",
+               {"mini_batch_size": 25, "process_count_per_node": 1}),
+    "tabular": ("tabular_scoring", "score",
+                {"mini_batch_size": "32KB", "process_count_per_node": 1}),
+}
 
 
 @pytest.fixture(scope="module")
-def digits(cluster: Cluster) -> ExampleRun:
-    return _run(cluster, "digit_identification", "identify",
-                {"mini_batch_size": 25, "process_count_per_node": 1})
+def example_runs(cluster: Cluster) -> dict[str, ExampleRun]:
+    """Both examples, triggered together (the cluster has 4 task slots for their 8 nodes)."""
+    run_ids = {name: cluster.rest.trigger(dag_id, {"node_count": NODES, **conf})
+               for name, (dag_id, _, conf) in EXAMPLES.items()}
+    runs = {}
+    for name, (dag_id, step, _) in EXAMPLES.items():
+        state = cluster.rest.wait(dag_id, run_ids[name], timeout=420)
+        runs[name] = ExampleRun(dag_id, step, run_ids[name], state,
+                                cluster.output(dag_id, step, run_ids[name]))
+    return runs
 
 
-@pytest.fixture(scope="module")
-def tabular(cluster: Cluster) -> ExampleRun:
-    return _run(cluster, "tabular_scoring", "score",
-                {"mini_batch_size": "32KB", "process_count_per_node": 1})
+@pytest.fixture
+def digits(example_runs: dict[str, ExampleRun]) -> ExampleRun:
+    return example_runs["digits"]
+
+
+@pytest.fixture
+def tabular(example_runs: dict[str, ExampleRun]) -> ExampleRun:
+    return example_runs["tabular"]
 
 
 @pytest.fixture(params=["digits", "tabular"])

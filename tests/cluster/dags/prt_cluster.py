@@ -39,3 +39,6 @@ with DAG("prt_cluster", schedule=None, params=PARAMS):
 
 with DAG("prt_cluster_blink", schedule=None, params=PARAMS):  # the store stops for a while
     step("behave.py", "blink")
+
+with DAG("prt_cluster_cpu", schedule=None, params=PARAMS):  # bench/bench_cluster.py
+    step("cpu_work.py", "cpu")
