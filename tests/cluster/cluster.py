@@ -288,7 +288,7 @@ class Cluster:
         address = self.network.address["control"]
         wait_for("postgres", lambda: socket.create_connection((address, 5432), 1).close() or True,
                  60, self.logs)
-        sh(str(PG_BIN.parent / "bin" / "createdb"), "-h", address, "-U", "airflow", "airflow")
+        sh(str(PG_BIN / "createdb"), "-h", address, "-U", "airflow", "airflow")
 
     def _wait_ready(self) -> None:
         wait_for("api-server", lambda: self.rest.api("GET", "monitor/health"), 180, self.logs)
