@@ -13,9 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import airflow_parallel_run, pandas, pyarrow, fsspec, psutil, pytest"
 	touch $(STAMP)
 
-# Headless Chromium renders the HTML job report in the tests (Debian's package).
+# Headless Chromium renders the HTML job report in the tests; PostgreSQL 15 and Redis are the
+# cluster test's database and broker (Debian's packages).
 system-deps:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@test -x /usr/lib/postgresql/15/bin/initdb || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null)
+	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 
 test: lint system-deps
 	$(BIN)/python -m pytest -q tests

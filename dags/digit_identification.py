@@ -6,8 +6,10 @@ nothing downloaded) are identified by ``scripts/digits/identify.py`` (beside thi
 returns ``"<file>: <digit>"`` for each image. Trigger it from the UI to change the Params, or
 ``airflow dags test digit_identification -c '{"mini_batch_size": 20}'``.
 
-The images live in ``$DIGITS_DATA`` (default ``$AIRFLOW_HOME/data/digits``); the output in a
-folder per run under ``[parallel_run] output_root``.
+The images live in ``$DIGITS_DATA`` (default ``$AIRFLOW_HOME/data/digits``), a folder or, when
+node tasks run on several machines, an object-store URL such as
+``s3://conn_id@bucket/digits`` (the connection holds the credentials; the first task copies
+the data there once); the output in a folder per run under ``[parallel_run] output_root``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ with DAG(
             sys.path.insert(0, EXAMPLE)
         from prepare import make_images
 
+        if "://" in DATA:  # an object store: made locally, copied there once
+            sys.path.insert(0, os.path.dirname(EXAMPLE))
+            from object_store import publish
+
+            return publish(make_images, DATA, "labels/labels.csv")
         return make_images(DATA)
 
     labels = SideInput(os.path.join(DATA, "labels"), name="labels")

@@ -5,7 +5,9 @@ into mini-batches of about ``mini_batch_size`` bytes, never across a file bounda
 ``scripts/tabular/score.py`` (beside this file) loads its model in ``init()`` and returns a DataFrame
 (id, score, decision) for each mini-batch; the output is ``scores.csv`` with one header line.
 
-The table lives in ``$TABULAR_DATA`` (default ``$AIRFLOW_HOME/data/applications``).
+The table lives in ``$TABULAR_DATA`` (default ``$AIRFLOW_HOME/data/applications``), a folder
+or an object-store URL such as ``s3://conn_id@bucket/applications`` (the first task copies
+the table there once).
 """
 
 from __future__ import annotations
@@ -49,8 +51,13 @@ with DAG(
         """The CSV files, written once."""
         if EXAMPLE not in sys.path:
             sys.path.insert(0, EXAMPLE)
-        from make_table import make_table
+        from make_table import FILES, make_table
 
+        if "://" in DATA:  # an object store: made locally, copied there once
+            sys.path.insert(0, os.path.dirname(EXAMPLE))
+            from object_store import publish
+
+            return publish(make_table, DATA, f"applications_{FILES - 1}.csv")
         return make_table(DATA)
 
     score = ParallelRunOperator(

@@ -106,11 +106,13 @@ def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Pope
 class TcpProxy:
     """A TCP proxy on a loopback port of its own to ``target_port``, that can be closed (new
     connections are refused, open ones are cut) and opened again on the same port: a store
-    that blinks, in front of a server that keeps its state."""
+    that blinks, in front of a server that keeps its state. ``host``/``port``: where it listens
+    (another address of this machine, a fixed port)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, host: str = "127.0.0.1", port: int = 0) -> None:
         self.target_port = target_port
-        self.port = 0
+        self.host = host
+        self.port = port
         self._listener: socket.socket | None = None
         self._open_sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -119,7 +121,7 @@ class TcpProxy:
     def open(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener
@@ -150,11 +152,12 @@ class TcpProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._open_sockets |= {client, upstream}
+            pipes_left = [2]  # the pair is closed when both directions are done
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(source, sink, pipes_left),
+                                 daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, pipes_left: list[int]) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
@@ -163,3 +166,11 @@ class TcpProxy:
         finally:
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)
+            with self._lock:
+                pipes_left[0] -= 1
+                last = pipes_left[0] == 0
+                if last:  # a long-lived proxy must not run out of file descriptors
+                    self._open_sockets -= {source, sink}
+            if last:
+                source.close()
+                sink.close()

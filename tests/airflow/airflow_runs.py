@@ -14,6 +14,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,68 @@ class DagRun:
         """(mini-batch index, worker pid, node task pid) of every run() call."""
         path = self.output_dir / "calls.log"
         return [tuple(map(int, line.split())) for line in path.read_text().splitlines()]
+
+
+class RestApi:
+    """Airflow's REST API at ``url``: with ``token``, as the user it was issued to."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.url = url
+        self.token = token
+
+    @classmethod
+    def login(cls, url: str, username: str, password: str) -> RestApi:
+        request = urllib.request.Request(
+            f"{url}/auth/token", method="POST",
+            data=json.dumps({"username": username, "password": password}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return cls(url, json.loads(response.read())["access_token"])
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(
+            f"{self.url}/api/v2/{path}", method=method, headers=headers,
+            data=None if body is None else json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+
+    def trigger(self, dag_id: str, conf: dict) -> str:
+        return self.api("POST", f"dags/{dag_id}/dagRuns",
+                        {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
+        """The run's final state ("success" or "failed")."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(1)
+        raise AssertionError(f"run {run_id} of {dag_id} did not finish in {timeout} s")
+
+    def task_instances(self, dag_id: str, run_id: str, task_id: str) -> list[dict]:
+        """The instances of ``task_id`` in the run, by map index."""
+        found = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")
+        return sorted((t for t in found["task_instances"] if t["task_id"] == task_id),
+                      key=lambda t: t["map_index"])
+
+
+def wait_for(what: str, check, timeout: float, logs: Path) -> None:
+    """Until ``check()`` is true (an OSError counts as not yet); else fail with the tails of
+    the ``*.log`` files in ``logs``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs.glob("*.log"))
+    raise AssertionError(f"{what} not ready after {timeout} s\n{tails}")
 
 
 class AirflowHome:

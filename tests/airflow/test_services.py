@@ -7,14 +7,12 @@ time, and a node task can be killed and retried by Airflow.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,8 +25,10 @@ from airflow_runs import (
     STEP,
     TEST_DAGS,
     AirflowHome,
+    RestApi,
     make_files,
     safe_run_id,
+    wait_for,
     write_editable_script,
 )
 
@@ -53,50 +53,27 @@ class Services:
     expected: list[str]
     logs: Path  # the services' own output
 
+    @property
+    def rest(self) -> RestApi:
+        return RestApi(self.url)
+
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/api/v2/{path}", method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"{}")
+        return self.rest.api(method, path, body)
 
     def trigger(self, conf: dict, dag_id: str = DAG_ID) -> str:
-        return self.api("POST", f"dags/{dag_id}/dagRuns",
-                        {"logical_date": None, "conf": conf})["dag_run_id"]
+        return self.rest.trigger(dag_id, conf)
 
     def wait(self, run_id: str, timeout: float = 180, dag_id: str = DAG_ID) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")["state"]
-            if state in ("success", "failed"):
-                return state
-            time.sleep(1)
-        raise AssertionError(f"run {run_id} did not finish in {timeout} s")
+        return self.rest.wait(dag_id, run_id, timeout)
 
     def tasks(self, run_id: str, task: str, dag_id: str = DAG_ID) -> list[dict]:
-        found = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")
-        return sorted((t for t in found["task_instances"] if t["task_id"] == f"{STEP}.{task}"),
-                      key=lambda t: t["map_index"])
+        return self.rest.task_instances(dag_id, run_id, f"{STEP}.{task}")
 
     def log_tails(self) -> str:
         return "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in self.logs.glob("*.log"))
 
     def output_dir(self, run_id: str, dag_id: str = DAG_ID) -> Path:
         return self.data / "out" / dag_id / STEP / safe_run_id(run_id)
-
-
-def _wait_for(what: str, check, timeout: float, logs: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs.glob("*.log"))
-    raise AssertionError(f"{what} not ready after {timeout} s\n{tails}")
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +109,8 @@ def services(tmp_path_factory: pytest.TempPathFactory):
                 stdin=subprocess.DEVNULL, start_new_session=True))
     services = Services(home, f"http://127.0.0.1:{port}", data, expected, logs)
     try:
-        _wait_for("api-server", lambda: services.api("GET", "monitor/health"), 90, logs)
-        _wait_for(f"DAG {DAG_ID}", lambda: services.api("GET", f"dags/{DAG_ID}"), 90, logs)
+        wait_for("api-server", lambda: services.api("GET", "monitor/health"), 90, logs)
+        wait_for(f"DAG {DAG_ID}", lambda: services.api("GET", f"dags/{DAG_ID}"), 90, logs)
         yield services
     finally:
         for process in processes:
