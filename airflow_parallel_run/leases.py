@@ -98,9 +98,9 @@ def has_atomic_create(location: OutputLocation) -> bool:
     return _store_kind(location) is not None
 
 
-# Stores with an atomic create, by fsspec protocol. Google Cloud Storage (gcsfs, with
-# ``ifGenerationMatch=0``) is not among them: no emulator that runs here honours that
-# condition, so it is not tested, and a GCS output keeps fixed shards.
+# Stores with an atomic create, by fsspec protocol. Google Cloud Storage (gcsfs's
+# ``pipe_file(mode="create")``, an upload with ``ifGenerationMatch=0``) is not among them yet:
+# it is not tested against an emulator here, so a GCS output keeps fixed shares.
 _ATOMIC_PROTOCOLS = {"s3": "s3", "s3a": "s3", "abfs": "azure", "abfss": "azure", "az": "azure"}
 
 
