@@ -10,7 +10,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(BIN)/pip install -q -e '.[test]' 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import airflow_parallel_run, pandas, pyarrow, fsspec, psutil, pytest"
+	$(BIN)/python -c "import airflow_parallel_run, pandas, pyarrow, fsspec, psutil, pytest, adlfs"
+	# Azurite (Microsoft's Azure Storage emulator, from npm): the tests run Azure outputs on it
+	test -x $(VENV)/azurite/node_modules/.bin/azurite-blob || npm install --prefix $(VENV)/azurite --no-audit --no-fund --loglevel=error azurite@3.37.0
 	touch $(STAMP)
 
 # Headless Chromium renders the HTML job report in the tests; PostgreSQL 15 and Redis are the

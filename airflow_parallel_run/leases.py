@@ -4,7 +4,8 @@ A lease is a small JSON object: who holds it (``holder``: one run of a job; an A
 keeps the same holder across its planner, nodes, reducer and their retries), the host and
 pid of the process that took it, and until when it holds (``expires``, renewed while the job
 runs). It is created with an atomic create (``O_EXCL`` on a local folder, a conditional
-``PutObject`` with ``If-None-Match: *`` on S3), so of two jobs starting at once exactly one
+``PutObject`` with ``If-None-Match: *`` on S3, an upload with ``If-None-Match: *`` on Azure
+Blob), so of two jobs starting at once exactly one
 gets it. A lease whose holder is gone (expired, or on this host a process that no longer
 exists) is taken over; the take-over itself is an atomic create of a marker named after the
 dead lease's token, so two jobs taking over the same dead lease cannot both win.
@@ -94,9 +95,19 @@ def has_atomic_create(location: OutputLocation) -> bool:
     """The store offers an atomic create (:func:`create_exclusive` never answers None)."""
     if isinstance(location, LocalLocation):
         return True
+    return _store_kind(location) is not None
+
+
+# Stores with an atomic create, by fsspec protocol. Google Cloud Storage (gcsfs's
+# ``pipe_file(mode="create")``, an upload with ``ifGenerationMatch=0``) is not among them yet:
+# it is not tested against an emulator here, so a GCS output keeps fixed shares.
+_ATOMIC_PROTOCOLS = {"s3": "s3", "s3a": "s3", "abfs": "azure", "abfss": "azure", "az": "azure"}
+
+
+def _store_kind(location: OutputLocation) -> str | None:
     protocol = getattr(getattr(location, "fs", None), "protocol", "")
     protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
-    return "s3" in protocols or "s3a" in protocols
+    return next((_ATOMIC_PROTOCOLS[p] for p in protocols if p in _ATOMIC_PROTOCOLS), None)
 
 
 def create_exclusive(location: OutputLocation, rel: str, data: bytes) -> bool | None:
@@ -104,8 +115,11 @@ def create_exclusive(location: OutputLocation, rel: str, data: bytes) -> bool | 
     False when it existed, None when the store offers no atomic create."""
     if isinstance(location, LocalLocation):
         return _create_local(location, rel, data)
-    if has_atomic_create(location):
+    kind = _store_kind(location)
+    if kind == "s3":
         return _create_s3(location, rel, data)
+    if kind == "azure":
+        return _create_azure(location, rel, data)
     return None
 
 
@@ -133,6 +147,19 @@ def _create_s3(location: Any, rel: str, data: bytes) -> bool:
         sync(fs.loop, fs._call_s3, "put_object", Bucket=bucket, Key=key, Body=data,
              IfNoneMatch="*")
     except FileExistsError:  # s3fs's name for 412 Precondition Failed
+        return False
+    finally:
+        fs.invalidate_cache()
+    return True
+
+
+def _create_azure(location: Any, rel: str, data: bytes) -> bool:
+    """upload_blob with overwrite=False, which sends If-None-Match: * (Azure, and Azurite,
+    answer 409 BlobAlreadyExists when the blob exists; adlfs raises FileExistsError)."""
+    fs = location.fs
+    try:
+        fs.pipe_file(location._full(rel), data, mode="create")
+    except FileExistsError:
         return False
     finally:
         fs.invalidate_cache()

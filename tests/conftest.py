@@ -6,7 +6,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from support import Runner, start_moto
+from support import Runner, start_azurite, start_moto
 
 
 @pytest.fixture
@@ -42,3 +42,22 @@ def s3(s3_server, tmp_path):
         boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
                      aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
     return fs, options, prefix, env
+
+
+@pytest.fixture(scope="module")
+def azurite_server(tmp_path_factory):
+    """Azurite's blob service in its own process, on a loopback port: its connection string."""
+    server, connection = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield connection
+    server.kill()  # on SIGTERM it waits for its clients' idle connections, for minutes
+    server.wait()
+
+
+@pytest.fixture
+def azure(azurite_server, tmp_path):
+    """A container on Azurite: (filesystem, storage options, prefix for this test)."""
+    options = {"connection_string": azurite_server}
+    fs = fsspec.filesystem("abfs", skip_instance_cache=True, **options)
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+    return fs, options, f"{BUCKET}/{tmp_path.name}"

@@ -103,6 +103,38 @@ def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Pope
     return server, port
 
 
+# Azurite, Microsoft's Azure Storage emulator, installed by the Makefile under .venv/azurite;
+# its well-known development account.
+AZURITE = Path(__file__).resolve().parent.parent / ".venv" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+               "K1SZFPTOtr/KBHBeksoGMGw==")
+
+
+def start_azurite(folder: Path) -> tuple[subprocess.Popen, str]:
+    """Azurite's blob service on a loopback port, keeping its data in ``folder``: the server
+    and the connection string of its development account."""
+    assert AZURITE.exists(), f"Azurite is not installed at {AZURITE}: run make .venv/.installed"
+    port = free_port()
+    server = subprocess.Popen(
+        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+         str(folder), "--skipApiVersionCheck", "--silent"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "Azurite did not start"
+            time.sleep(0.1)
+    connection = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+                  f"AccountKey={AZURITE_KEY};"
+                  f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
+    return server, connection
+
+
 class TcpProxy:
     """A TCP proxy on a loopback port of its own to ``target_port``, that can be closed (new
     connections are refused, open ones are cut) and opened again on the same port: a store

@@ -183,3 +183,18 @@ def test_on_s3_exactly_one_of_two_creates_wins_and_a_second_job_is_refused(s3):
     OutputLock(location, "job-a").acquire()
     with pytest.raises(OutputInUse, match="output folder in use by "):
         OutputLock(location, "job-b").acquire()
+
+
+def test_on_azure_exactly_one_of_two_creates_wins_and_a_second_job_is_refused(azure):
+    from airflow_parallel_run.storage import open_location
+
+    _, options, prefix = azure
+    location = open_location(f"abfs://{prefix}/out", options)
+
+    assert create_exclusive(location, "claim", b"first") is True
+    assert create_exclusive(location, "claim", b"second") is False
+    assert location.read_bytes("claim") == b"first"
+
+    OutputLock(location, "job-a").acquire()
+    with pytest.raises(OutputInUse, match="output folder in use by "):
+        OutputLock(location, "job-b").acquire()
