@@ -280,8 +280,10 @@ def run_round(folder: Folder, round_: int) -> list[tuple[float, str, str, int, s
 @pytest.mark.slow
 def test_runs_of_two_jobs_at_random_moments_each_finish_whole_or_are_refused(tmp_path):
     folder = Folder(tmp_path, files=6)
-    previous = None  # the job of the last run that held the output
+    last_full = None  # the job of the last run that ran every item
     for round_ in range(20):
+        full: list[tuple[int, str, str]] = []  # (first mark, job, tag) of runs that ran all
+        resumed: list[tuple[str, str]] = []  # (job, tag) of runs that ran nothing
         for _, job, tag, code, text in sorted(run_round(folder, round_)):
             ran = sorted(m.split()[2] for m in folder.marks_of(tag))
             assert code in (0, 2), f"{tag}: exit {code}\n{text}"
@@ -290,7 +292,23 @@ def test_runs_of_two_jobs_at_random_moments_each_finish_whole_or_are_refused(tmp
                 assert not ran, f"{tag} was refused, yet ran {ran}"
                 continue
             assert "SUCCESS: 6 items succeeded, 0 failed" in text, text
-            # a run after a run of the same job resumes it: it runs nothing again
-            assert ran == ([] if job == previous else folder.names), f"{tag} ran {ran}"
-            previous = job
-        assert folder.output() == [f"{previous} {n}" for n in folder.names], f"round {round_}"
+            assert ran in ([], folder.names), f"{tag} ran {ran}: not whole"
+            if ran:
+                full.append((_first_mark(folder, tag), job, tag))
+            else:
+                resumed.append((job, tag))
+        jobs_run = {last_full}
+        # the runs that ran every item, in the order they held the output (their marks' order:
+        # a process may end later than the run after it started, so exit order is not it):
+        # after a run of a job comes another job's run, or a resume that runs nothing
+        for _, job, tag in sorted(full):
+            assert job != last_full, f"{tag}: ran every item of {job} again after a run of {job}"
+            last_full = job
+            jobs_run.add(job)
+        for job, tag in resumed:  # a run that resumed: a run of its job came before it
+            assert job in jobs_run, f"{tag} ran nothing, yet no run of {job} came before it"
+        assert folder.output() == [f"{last_full} {n}" for n in folder.names], f"round {round_}"
+
+
+def _first_mark(folder: Folder, tag: str) -> int:
+    return next(i for i, line in enumerate(folder.marks_of()) if line.split()[1] == tag)
