@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -128,12 +129,14 @@ def test_a_node_task_killed_without_retries_has_its_units_run_by_the_others(
 
     run = airflow_home.dags_test("prt_lost_node", tmp_path)
 
-    assert run.states("node") == ["failed", "success", "success"]  # node 1 hung: killed at 8 s
+    states = run.states("node")  # the node that took mini-batch 0 hung: killed at 8 s
+    assert sorted(states) == ["failed", "success", "success"]
     assert run.states("reducer") == ["success"]
     assert run.state == "success"
     assert run.output_lines() == expected  # every item once, in input order
     master = (run.output_dir / "logs" / "sys" / "master_role.txt").read_text()
-    assert "node 2 took over mini-batches 0-0 from node 1" in master  # numbered from 1
+    lost = states.index("failed") + 1  # numbered from 1, as the UI numbers node tasks
+    assert re.search(rf"node [1-3] took over mini-batches 0-0 from node {lost}\b", master), master
 
 
 def test_empty_input_folder_skips_the_step(airflow_home: AirflowHome, tmp_path: Path):
