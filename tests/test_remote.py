@@ -311,3 +311,32 @@ def test_s3_inputs_that_stop_answering_for_3_s_mid_job_are_waited_for(runner, bl
     assert (runner.output / "parallel_run_step.txt").read_text().splitlines() == \
         [f"f{i:04d}.txt" for i in range(16)]
     assert "did not answer" in (runner.output / "logs/sys/master_role.txt").read_text()
+
+
+# -- a mini-batch's remote input files -------------------------------------------------------
+
+
+def test_a_mini_batch_of_s3_files_is_fetched_with_one_get_per_file_and_nothing_else(s3, tmp_path):
+    """Asking first whether each path is a folder doubled the requests and made the node
+    wait for every file before the next (a round trip each, the store's latency each)."""
+    from airflow_parallel_run.engine.staging import Staging
+    from airflow_parallel_run.engine.work_queue import Task
+    from airflow_parallel_run.plan import MiniBatch
+    from airflow_parallel_run.storage import LocalLocation
+
+    _, options, prefix, _ = s3
+    urls = [f"s3://{prefix}/in/{name}" for name in ("a.txt", "b.txt", "same/a.txt", "c.txt")]
+    fs = fsspec.core.url_to_fs(urls[0], **options)[0]  # the instance the node uses (cached)
+    for number, url in enumerate(urls):
+        fs.pipe(url, f"content {number}".encode())
+    calls: list[str] = []
+    fs.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    work = LocalLocation(str(tmp_path / "work"))
+    staging = Staging(str(tmp_path / "cache"), {"in": FileDataset.from_files(
+        f"s3://{prefix}/in", storage_options=options)}, work, work, lambda note: None)
+
+    local = staging.local_items(Task(MiniBatch(0, "in", urls)))
+
+    assert calls == ["GetObject"] * 4
+    assert [open(path).read() for path in local] == [f"content {n}" for n in range(4)]
+    assert len(set(local)) == 4  # two files named a.txt keep apart

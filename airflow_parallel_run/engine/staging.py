@@ -65,15 +65,25 @@ class Staging:
         return os.path.join(self.cache_dir, f"mb{batch.index}")
 
     def _fetch(self, batch: MiniBatch, dataset: Any) -> list[str]:
+        """The mini-batch's files in one request per file, sent together.
+
+        ``get`` of lists of sources and targets is one batch of GETs sent concurrently on
+        an asynchronous store (S3, GCS, Azure); given one path at a time it would first ask
+        whether each path is a folder, and wait for each file before the next.
+        """
         import fsspec
 
         folder = self._folder(batch)
-        local = []
+        local: list[str] = []
+        by_store: dict[int, tuple[Any, list[str], list[str]]] = {}
         for position, url in enumerate(batch.items):
             target = os.path.join(folder, str(position), os.path.basename(url.rstrip("/")))
             os.makedirs(os.path.dirname(target), exist_ok=True)
             fs, path = fsspec.core.url_to_fs(url, **dataset.storage_options)
-            self.retrying.call(functools.partial(fs.get, path, target), url)
+            sources, targets = by_store.setdefault(id(fs), (fs, [], []))[1:]
+            sources.append(path)
+            targets.append(target)
             local.append(target)
+        for fs, sources, targets in by_store.values():
+            self.retrying.call(functools.partial(fs.get, sources, targets), batch.items[0])
         return local
-
