@@ -220,7 +220,7 @@ def test_killing_the_command_leaves_no_template_and_no_worker(command):
     command.assert_nothing_left(temp_folders=False)
 
 
-def test_planning_a_parquet_input_imports_no_pandas_in_the_command(command):
+def test_planning_a_parquet_input_imports_neither_pandas_nor_pyarrow_in_the_command(command):
     import subprocess
     import sys
 
@@ -236,9 +236,34 @@ def test_planning_a_parquet_input_imports_no_pandas_in_the_command(command):
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert "pyarrow.parquet" in imported  # the planner read the footer in this process
-    assert not {name for name in imported if name.split(".")[0] == "pandas"}
+    assert "airflow_parallel_run.inputs.tabular.parquet_footer" in imported  # it planned here
+    assert not {name for name in imported if name.split(".")[0] in ("pandas", "pyarrow")}
     assert ids(command) == [str(i) for i in range(ROWS)]
+
+
+POOL = """
+import os, pyarrow
+
+def run(mini_batch):
+    with open(os.path.join(MARKS, f"pool-{os.getpid()}"), "w") as handle:
+        handle.write(pyarrow.default_memory_pool().backend_name)
+    return mini_batch[["id"]]
+"""
+
+
+def test_table_workers_give_pyarrow_s_buffers_back_to_the_system_allocator(command):
+    table(command)
+    proc = run_table(command, command.script(POOL))
+    assert proc.returncode == 0, proc.stderr
+    assert {p.read_text() for p in command.marks_named("pool-")} == {"system"}
+
+
+def test_a_pyarrow_memory_pool_the_user_names_wins(command):
+    table(command)
+    proc = run_table(command, command.script(POOL),
+                     "--environment-variable", "ARROW_DEFAULT_MEMORY_POOL=jemalloc")
+    assert proc.returncode == 0, proc.stderr
+    assert {p.read_text() for p in command.marks_named("pool-")} == {"jemalloc"}
 
 
 def test_workers_are_spawned_when_the_template_is_gone(command):

@@ -87,7 +87,7 @@ class TableFormat(ABC):
 
     def to_pandas(self, table: pa.Table, options: dict[str, Any]) -> pd.DataFrame:
         """The rows as the user's ``run()`` gets them."""
-        return table.to_pandas()
+        return table.to_pandas(split_blocks=True, self_destruct=True)
 
     def read_table(self, piece: TablePiece, options: dict[str, Any],
                    storage_options: dict[str, Any], columns: list[str] | None = None

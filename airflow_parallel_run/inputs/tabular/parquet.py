@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .byte_ranges import TrackedFile, open_file
 from .formats import Note, TableFormat
+from .parquet_footer import Footer, RowGroup, read_footer
 from .pieces import TablePiece, TableReadError, first_line
 
 if TYPE_CHECKING:
@@ -24,8 +25,7 @@ class ParquetFormat(TableFormat):
     def split(self, item: InputItem, target: int, options: dict[str, Any],
               storage_options: dict[str, Any], note: Note) -> Iterator[TablePiece]:
         try:
-            with _parquet_file(item.path, storage_options) as parquet:
-                meta = parquet.metadata
+            meta = _footer(item, storage_options)
         except Exception as exc:  # noqa: BLE001 - the worker's read gives the error its place
             note(f"{item.path}: cannot read its Parquet footer ({first_line(exc)}): one "
                  "mini-batch, which will fail")
@@ -38,14 +38,12 @@ class ParquetFormat(TableFormat):
         # the file); a row group bigger than the target is a piece of its own.
         run: list[int] = []
         run_bytes = run_rows = 0
-        for index in range(meta.num_row_groups):
-            group = meta.row_group(index)
-            size = sum(group.column(c).total_compressed_size for c in range(group.num_columns))
-            if run and run_bytes + size > target:
+        for index, group in enumerate(meta.row_groups):
+            if run and run_bytes + group.compressed_size > target:
                 yield TablePiece(item.path, self.name, row_groups=run, rows=run_rows)
                 run, run_bytes, run_rows = [], 0, 0
             run.append(index)
-            run_bytes += size
+            run_bytes += group.compressed_size
             run_rows += group.num_rows
         yield TablePiece(item.path, self.name, row_groups=run, rows=run_rows)
 
@@ -84,6 +82,22 @@ class ParquetFormat(TableFormat):
     def partition_part_bytes(self, scan_bytes: int) -> int:
         # Single row groups, so a worker reads only those that hold its keys.
         return 1
+
+
+def _footer(item: InputItem, storage_options: dict[str, Any]) -> Footer:
+    """The footer's row counts and sizes: decoded here when it is small, else by pyarrow."""
+    with open_file(item.path, storage_options) as handle:
+        footer = read_footer(handle, item.size) if item.size else None
+        if footer is not None:
+            return footer
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(handle) as parquet:
+            meta = parquet.metadata
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    return Footer(meta.num_rows, [
+        RowGroup(g.num_rows, sum(g.column(c).total_compressed_size for c in range(g.num_columns)))
+        for g in groups])
 
 
 @contextmanager
