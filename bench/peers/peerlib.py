@@ -7,7 +7,7 @@ disturbance rules are reused): ``parallel-run`` from the project's virtualenv, a
 by ``make bench-peers``; ``PEERS_PYTHON`` overrides it). While a command runs, a thread
 samples its process tree every 50 ms: the peak of the summed RSS of every process in it
 (shared pages count in each process, as ``ps`` shows them), the peak of the summed PSS
-every 200 ms (a page shared by N processes counts 1/N in each: the tree's real footprint,
+every 50 ms too (a page shared by N processes counts 1/N in each: the tree's real footprint,
 which RSS overstates when workers share pages with the process they were forked from),
 and every process it started,
 so that what is still alive after the command exits can be named. Its CPU seconds are
@@ -152,8 +152,9 @@ class TreeSampler(threading.Thread):
         while not self._done.is_set():
             if samples % RESCAN_EVERY == 0:
                 self._find_new()
-                self._sample_pss()  # reads every mapping of every process: not every time
             self._sample()
+            # every time, as RSS: a short run sampled less often would have its peak missed
+            self._sample_pss()
             samples += 1
             self._done.wait(SAMPLE_EVERY)
 
