@@ -9,6 +9,8 @@ handed to the engine, which masks them in every log the job writes.
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar
 
 from ..errors import ConfigError
@@ -135,6 +137,39 @@ def with_credentials(source: T) -> T:
     options = storage_options(named.pop(), scheme_of(split[0][0]))
     filled.storage_options = {**options, **(source.storage_options or {})}
     return filled
+
+
+def connections_by_url(sources: Iterable[Any]) -> dict[str, str]:
+    """The connection each URL of these datasets and side inputs is read through."""
+    found = {}
+    for source in sources:
+        for path in getattr(source, "paths", None) or [source.path]:
+            url, conn_id = split_conn(str(path))
+            if "://" in url and (conn_id or source.conn_id):
+                found[url.rstrip("/")] = conn_id or source.conn_id
+    return found
+
+
+_QUOTED_URL = re.compile(r"'([A-Za-z][A-Za-z0-9+.-]*://[^']*)'")
+
+
+def naming_connections(message: str, connections: dict[str, str]) -> str:
+    """``message`` with each URL in it followed by the connection it is reached through.
+
+    The engine names the plain URL (``'s3://bucket/key'``) of a store that refused a request;
+    the user wrote ``s3://conn_id@bucket/key`` or ``conn_id=``, and fixes the connection.
+    ``connections``: {URL: connection id}, a URL standing for everything under it too.
+    """
+    roots = sorted(connections, key=len, reverse=True)  # the most precise first
+
+    def named(found: re.Match[str]) -> str:
+        url = found.group(1).rstrip("/")
+        for root in roots:
+            if url == root or url.startswith(f"{root}/"):
+                return f"{found.group(0)} (connection {connections[root]!r})"
+        return found.group(0)
+
+    return _QUOTED_URL.sub(named, message)
 
 
 def secret_values(options: Any, name: str = "") -> list[str]:

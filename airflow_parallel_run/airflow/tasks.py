@@ -30,6 +30,8 @@ from ..engine.job import (
     Totals,
 )
 from ..errors import ParallelRunError
+from ..inputs import SideInput
+from .connections import connections_by_url, naming_connections, split_conn
 from .links import OUTPUT_LOCATION_KEY, JobReportLink, OutputLink
 from .provider import output_root
 from .reuse import ReuseFacts, ReuseIndex, earlier_run, reuse_key
@@ -49,7 +51,20 @@ def default_output(dag_id: str, step: str, run_id: str) -> str:
 
 
 def _failed(step: StepDefinition, exc: ParallelRunError) -> AirflowFailException:
-    return AirflowFailException(f"{step.name}: {exc}")
+    return AirflowFailException(f"{step.name}: {naming_connections(str(exc), _connections(step))}")
+
+
+def _connections(step: StepDefinition) -> dict[str, str]:
+    """The connection of each URL the step reads or writes: an error names the one to fix."""
+    from .provider import default_output_conn_id
+
+    found = connections_by_url([*step.inputs, *step.side_inputs, *(
+        a for a in step.arguments if isinstance(a, SideInput))])
+    output, conn_id = split_conn((step.output or output_root()).split("{{")[0])
+    conn_id = conn_id or step.output_conn_id or default_output_conn_id()
+    if conn_id and "://" in output:
+        found.setdefault(output.rstrip("/"), conn_id)
+    return found
 
 
 def _step_plan(context: Any, planner_task_id: str) -> StepPlan | None:

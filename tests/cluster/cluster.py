@@ -45,7 +45,7 @@ from support import TcpProxy, start_moto  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ENV_FILE = REPO_DAGS.parent / "docker" / "airflow.env"
-SCRIPTS = (HERE.parent / "airflow" / "scripts" / "behave.py",
+SCRIPTS = (HERE.parent / "airflow" / "scripts" / "behave.py", HERE / "scripts" / "marked.py",
            REPO_DAGS.parent / "bench" / "scripts" / "cpu_work.py")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DAGS_MOUNT = "/opt/airflow/dags"
@@ -60,6 +60,8 @@ TEST_SETTINGS = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
     "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
+    # a store stopped for good is given up on sooner; a 10 s outage is still waited for
+    "PARALLEL_RUN_STORE_RETRY_SECONDS": "20",
 }
 
 
@@ -296,7 +298,8 @@ class Cluster:
         users = json.loads(passwords.read_text())
         self.rest = RestApi.login(self.rest.url, "admin", users["admin"])
         for dag_id in ("digit_identification", "tabular_scoring", "prt_cluster",
-                       "prt_cluster_blink", "prt_cluster_cpu"):
+                       "prt_cluster_blink", "prt_cluster_down", "prt_cluster_locked",
+                       "prt_cluster_cpu"):
             wait_for(f"DAG {dag_id}", lambda d=dag_id: self.rest.api("GET", f"dags/{d}"), 120,
                      self.logs)
         for host in WORKERS:
@@ -317,6 +320,18 @@ class Cluster:
             self.moto.kill()
             self.moto.wait()
         shutil.rmtree(self.pg_folder, ignore_errors=True)
+
+    def task_logs(self, dag_id: str, run_id: str, task_id: str) -> list[Path]:
+        """The log files of a run's task (every try, every map index), on whichever hosts
+        ran it."""
+        return sorted(path for host in WORKERS for path in (self.home(host) / "logs").rglob("*.log")
+                      if f"/dag_id={dag_id}/run_id={run_id}/task_id={task_id}/" in str(path))
+
+    def log_files(self) -> list[Path]:
+        """Every log file of the cluster: the services' and each host's ``AIRFLOW_HOME/logs``."""
+        return [*self.logs.glob("*"),
+                *(p for host in ("control", *WORKERS) for p in (self.home(host) / "logs").rglob("*")
+                  if p.is_file())]
 
     def log_tails(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
