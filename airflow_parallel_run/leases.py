@@ -5,9 +5,9 @@ keeps the same holder across its planner, nodes, reducer and their retries), the
 pid of the process that took it, and until when it holds (``expires``, renewed while the job
 runs). It is created with an atomic create (``O_EXCL`` on a local folder, a conditional
 ``PutObject`` with ``If-None-Match: *`` on S3, an upload with ``If-None-Match: *`` on Azure
-Blob), so of two jobs starting at once exactly one
-gets it. A lease whose holder is gone (expired, or on this host a process that no longer
-exists) is taken over; the take-over itself is an atomic create of a marker named after the
+Blob, an upload with ``ifGenerationMatch=0`` on Google Cloud Storage), so of two jobs starting
+at once exactly one gets it. A lease whose holder is gone (expired, or on this host a process
+that no longer exists) is taken over; the take-over itself is an atomic create of a marker named after the
 dead lease's token, so two jobs taking over the same dead lease cannot both win.
 
 The output lock lives beside the state folder (``.parallel_run.lock``), not in it: clearing
@@ -98,10 +98,10 @@ def has_atomic_create(location: OutputLocation) -> bool:
     return _store_kind(location) is not None
 
 
-# Stores with an atomic create, by fsspec protocol. Google Cloud Storage (gcsfs's
-# ``pipe_file(mode="create")``, an upload with ``ifGenerationMatch=0``) is not among them yet:
-# it is not tested against an emulator here, so a GCS output keeps fixed shares.
-_ATOMIC_PROTOCOLS = {"s3": "s3", "s3a": "s3", "abfs": "azure", "abfss": "azure", "az": "azure"}
+# Stores with an atomic create, by fsspec protocol (s3fs, adlfs, gcsfs); the tests race
+# creates on moto, Azurite and fake-gcs-server.
+_ATOMIC_PROTOCOLS = {"s3": "s3", "s3a": "s3", "abfs": "azure", "abfss": "azure", "az": "azure",
+                     "gs": "gcs", "gcs": "gcs"}
 
 
 def _store_kind(location: OutputLocation) -> str | None:
@@ -120,6 +120,8 @@ def create_exclusive(location: OutputLocation, rel: str, data: bytes) -> bool | 
         return _create_s3(location, rel, data)
     if kind == "azure":
         return _create_azure(location, rel, data)
+    if kind == "gcs":
+        return _create_gcs(location, rel, data)
     return None
 
 
@@ -163,6 +165,35 @@ def _create_azure(location: Any, rel: str, data: bytes) -> bool:
         return False
     finally:
         fs.invalidate_cache()
+    return True
+
+
+def _create_gcs(location: Any, rel: str, data: bytes) -> bool:
+    """An upload with ifGenerationMatch=0 (GCS, and fake-gcs-server, answer 412 when the
+    object exists; gcsfs raises FileExistsError). The request is made here rather than by
+    gcsfs's ``pipe_file(mode="create")``, which on a zonal bucket writes over gRPC without the
+    condition (it overwrites); this one always carries it. A multipart upload, not a media
+    one: fake-gcs-server checks the condition on multipart uploads only."""
+    from urllib.parse import quote
+
+    from fsspec.asyn import sync
+
+    fs = location.fs
+    path = location._full(rel)
+    bucket, key, _ = fs.split_path(path)
+    boundary = "==parallel-run=="  # never in the JSON of a claim or a lease
+    head = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+            f"{json.dumps({'name': key})}\r\n--{boundary}\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n")
+    body = head.encode() + data + f"\r\n--{boundary}--".encode()
+    url = f"{fs._location}/upload/storage/v1/b/{quote(bucket, safe='')}/o"
+    try:
+        sync(fs.loop, fs._call, "POST", url, uploadType="multipart", ifGenerationMatch="0",
+             data=body, headers={"Content-Type": f'multipart/related; boundary="{boundary}"'})
+    except FileExistsError:
+        return False
+    finally:
+        fs.invalidate_cache(path)
     return True
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import fsspec
 import pytest
-from support import Runner, start_azurite, start_moto
+from support import Runner, start_azurite, start_fake_gcs, start_moto
+
+# gcsfs would first ask each bucket over gRPC whether it is zonal, which fake-gcs-server does
+# not answer (each ask waits 60 s): off before gcsfs is imported, here and in the processes
+# the tests start.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 @pytest.fixture
@@ -58,6 +64,25 @@ def azure(azurite_server, tmp_path):
     """A container on Azurite: (filesystem, storage options, prefix for this test)."""
     options = {"connection_string": azurite_server}
     fs = fsspec.filesystem("abfs", skip_instance_cache=True, **options)
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+    return fs, options, f"{BUCKET}/{tmp_path.name}"
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """fake-gcs-server in its own process, on a loopback port: its endpoint URL."""
+    server, endpoint = start_fake_gcs()
+    yield endpoint
+    server.terminate()
+    server.wait()
+
+
+@pytest.fixture
+def gcs(gcs_server, tmp_path):
+    """A bucket on fake-gcs-server: (filesystem, storage options, prefix for this test)."""
+    options = {"endpoint_url": gcs_server, "token": "anon", "project": "test"}
+    fs = fsspec.filesystem("gs", skip_instance_cache=True, **options)
     if not fs.exists(BUCKET):
         fs.mkdir(BUCKET)
     return fs, options, f"{BUCKET}/{tmp_path.name}"

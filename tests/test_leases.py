@@ -170,12 +170,7 @@ def test_of_jobs_starting_at_once_exactly_one_gets_the_lock(tmp_path):
     assert OutputLock(LocalLocation(str(tmp_path)), "x").read().holder == winners[0]
 
 
-def test_on_s3_exactly_one_of_two_creates_wins_and_a_second_job_is_refused(s3):
-    from airflow_parallel_run.storage import open_location
-
-    _, options, prefix, _ = s3
-    location = open_location(f"s3://{prefix}/out", options)
-
+def _one_of_two_creates_wins_and_a_second_job_is_refused(location) -> None:
     assert create_exclusive(location, "claim", b"first") is True
     assert create_exclusive(location, "claim", b"second") is False
     assert location.read_bytes("claim") == b"first"
@@ -183,18 +178,24 @@ def test_on_s3_exactly_one_of_two_creates_wins_and_a_second_job_is_refused(s3):
     OutputLock(location, "job-a").acquire()
     with pytest.raises(OutputInUse, match="output folder in use by "):
         OutputLock(location, "job-b").acquire()
+
+
+def test_on_s3_exactly_one_of_two_creates_wins_and_a_second_job_is_refused(s3):
+    from airflow_parallel_run.storage import open_location
+
+    _, options, prefix, _ = s3
+    _one_of_two_creates_wins_and_a_second_job_is_refused(open_location(f"s3://{prefix}/out", options))
 
 
 def test_on_azure_exactly_one_of_two_creates_wins_and_a_second_job_is_refused(azure):
     from airflow_parallel_run.storage import open_location
 
     _, options, prefix = azure
-    location = open_location(f"abfs://{prefix}/out", options)
+    _one_of_two_creates_wins_and_a_second_job_is_refused(open_location(f"abfs://{prefix}/out", options))
 
-    assert create_exclusive(location, "claim", b"first") is True
-    assert create_exclusive(location, "claim", b"second") is False
-    assert location.read_bytes("claim") == b"first"
 
-    OutputLock(location, "job-a").acquire()
-    with pytest.raises(OutputInUse, match="output folder in use by "):
-        OutputLock(location, "job-b").acquire()
+def test_on_gcs_exactly_one_of_two_creates_wins_and_a_second_job_is_refused(gcs):
+    from airflow_parallel_run.storage import open_location
+
+    _, options, prefix = gcs
+    _one_of_two_creates_wins_and_a_second_job_is_refused(open_location(f"gs://{prefix}/out", options))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import CLI, free_port, make_files
 
-from airflow_parallel_run import FileDataset, ParallelRunConfig
+from airflow_parallel_run import FileDataset, ParallelRunConfig, run_job
 from airflow_parallel_run.engine.claims import (
     CLOCK_OFFSET_ENV,
     WAITING,
@@ -141,16 +141,19 @@ def _master_role(job: Job) -> str:
 
 # -- two nodes racing for one unit ---------------------------------------------------------------
 
+SCHEMES = {"azure": "abfs", "gcs": "gs"}  # the URL scheme of a store's fixture
+
+
 def _race_place(store: str, tmp_path: Path, request) -> tuple[str, dict]:
     if store == "local":
         return str(tmp_path / "out"), {}
-    if store == "azure":
-        _, options, prefix = request.getfixturevalue("azure")
-        return f"abfs://{prefix}/claims", options
+    if store in ("azure", "gcs"):
+        _, options, prefix = request.getfixturevalue(store)
+        return f"{SCHEMES[store]}://{prefix}/claims", options
     return request.getfixturevalue("serial_s3")
 
 
-@pytest.mark.parametrize("store", ["local", "s3", "azure"])
+@pytest.mark.parametrize("store", ["local", "s3", "azure", "gcs"])
 def test_two_nodes_racing_for_a_unit_1000_times_one_wins_each_time(store, tmp_path, request):
     output, options = _race_place(store, tmp_path, request)
     location = open_location(output, options)
@@ -234,10 +237,34 @@ def test_a_lost_node_has_its_units_taken_over_and_the_output_is_exactly_once(tmp
 
 
 def test_nodes_share_the_work_through_claims_on_azure_and_the_output_is_exactly_once(tmp_path, azure):
-    _, options, prefix = azure
-    job = _job(tmp_path, f"abfs://{prefix}/out", options, files=12, node_count=2)
+    _shared_through_claims_exactly_once(tmp_path, "azure", azure)
+
+
+def test_nodes_share_the_work_through_claims_on_gcs_and_the_output_is_exactly_once(tmp_path, gcs):
+    _shared_through_claims_exactly_once(tmp_path, "gcs", gcs)
+
+
+def test_parallel_run_s_nodes_on_threads_claim_through_one_gcs_filesystem_exactly_once(tmp_path, gcs):
+    _, options, prefix = gcs  # run_job runs every node on a thread; they share one gcsfs object
+    make_files(tmp_path / "in", 24)
+    (tmp_path / "score.py").write_text("def run(mb):\n    return mb\n")
+    config = ParallelRunConfig(entry_script=str(tmp_path / "score.py"), mini_batch_size=1,
+                               node_count=3)
+    result = run_job(config, [FileDataset.from_files(str(tmp_path / "in"))], f"gs://{prefix}/out",
+                     output_storage_options=options)
+    assert result.success, result.reason
+    location = open_location(f"gs://{prefix}/out", options)
+    assert "work sharing: " in (location.read_bytes("logs/sys/master_role.txt") or b"").decode()
+    assert location.listdir(".parallel_run/claims")
+    lines = (location.read_bytes("parallel_run_step.txt") or b"").decode().splitlines()
+    assert lines == sorted(set(lines)) and len(lines) == 24
+
+
+def _shared_through_claims_exactly_once(tmp_path: Path, store: str, fixture) -> None:
+    _, options, prefix = fixture
+    job = _job(tmp_path, f"{SCHEMES[store]}://{prefix}/out", options, files=12, node_count=2)
     job_plan = job.plan()
-    assert "no atomic create" not in _master_role(job)
+    assert "no atomic create" not in _master_role(job) and "work sharing: " in _master_role(job)
     first = job.run_node(job_plan, 0)  # alone: it claims node 1's share too
     late = job.run_node(job_plan, 1)
     assert [first.totals.mini_batches_done, late.totals.mini_batches_done] == [12, 0]
