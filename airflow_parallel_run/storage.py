@@ -109,6 +109,12 @@ def _unreachable_kinds() -> tuple[type[BaseException], ...]:
         kinds += [aiohttp.ClientConnectionError, aiohttp.ClientPayloadError]
     except ImportError:
         pass
+    try:
+        from azure.core import exceptions as azure
+
+        kinds += [azure.ServiceRequestError, azure.ServiceResponseError]
+    except ImportError:
+        pass
     from fsspec.exceptions import FSTimeoutError
 
     return (*kinds, FSTimeoutError)
@@ -126,13 +132,22 @@ def is_unreachable(exc: BaseException) -> bool:
         seen.add(id(cause))
         if isinstance(cause, _unreachable_kinds()):
             return True
-        response = getattr(cause, "response", None)
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") \
-            if isinstance(response, dict) else None
+        status = _http_status(cause)
         if isinstance(status, int) and status >= 500:
             return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+def _http_status(exc: BaseException) -> Any:
+    """The HTTP status of a store's answer carried by ``exc``: botocore's response (S3),
+    gcsfs's HttpError ``code`` (GCS), azure-core's ``status_code`` (Azure); else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if type(exc).__name__ == "HttpError" and type(exc).__module__.startswith("gcsfs"):
+        return getattr(exc, "code", None)
+    return getattr(exc, "status_code", None)
 
 
 def _first_line(exc: BaseException) -> str:

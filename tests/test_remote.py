@@ -340,3 +340,43 @@ def test_a_mini_batch_of_s3_files_is_fetched_with_one_get_per_file_and_nothing_e
     assert calls == ["GetObject"] * 4
     assert [open(path).read() for path in local] == [f"content {n}" for n in range(4)]
     assert len(set(local)) == 4  # two files named a.txt keep apart
+
+
+def _gcs_error(code: int) -> Exception:
+    from gcsfs.retry import HttpError
+
+    return HttpError({"code": code, "message": "from the store"})
+
+
+def _azure_error(status: int) -> Exception:
+    from azure.core.exceptions import HttpResponseError
+
+    error = HttpResponseError(message="from the store")
+    error.status_code = status
+    return error
+
+
+def _azure_no_connection() -> Exception:
+    from azure.core.exceptions import ServiceRequestError
+
+    return ServiceRequestError("Connection refused")
+
+
+@pytest.mark.parametrize("make, unreachable", [
+    (lambda: _gcs_error(503), True), (lambda: _gcs_error(500), True),
+    (lambda: _gcs_error(403), False), (lambda: _gcs_error(412), False),
+    (lambda: _azure_error(503), True), (lambda: _azure_error(404), False),
+    (_azure_no_connection, True),
+], ids=["gcs-503", "gcs-500", "gcs-403", "gcs-412", "azure-503", "azure-404", "azure-refused"])
+def test_a_gcs_or_azure_store_that_does_not_answer_is_waited_for_and_an_answer_is_not(
+        make, unreachable):
+    """A 5xx or a refused connection is asked again (the store's retry budget); a "no"
+    (denied, precondition failed, not found) is an answer and goes through at once."""
+    from airflow_parallel_run.storage import is_unreachable
+
+    error = make()
+    assert is_unreachable(error) is unreachable
+    try:  # as a library raises it: wrapped in another error
+        raise OSError("the request failed") from error
+    except OSError as wrapped:
+        assert is_unreachable(wrapped) is unreachable

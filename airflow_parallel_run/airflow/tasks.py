@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -29,7 +31,7 @@ from ..engine.job import (
     OutputLock,
     Totals,
 )
-from ..errors import ParallelRunError
+from ..errors import ParallelRunError, StoreUnavailable
 from ..inputs import SideInput
 from .connections import connections_by_url, naming_connections, split_conn
 from .links import OUTPUT_LOCATION_KEY, JobReportLink, OutputLink
@@ -41,6 +43,8 @@ from .step import NODE_RESULT_KEY, PLAN_KEY, Shard, StepDefinition, StepPlan, re
 PROGRESS_EVERY = 15.0  # seconds between a node's progress lines in its task log
 ERRORS_SHOWN = 20  # lines of the error summary copied into the reducer's task log
 RESUME_HOW = "clear the failed node task(s) and the reducer of this run to resume"
+RESUME_OUTAGE = ("once it answers, clear the failed tasks of this run to resume (a retry of "
+                 "the task resumes too)")
 PLANNER_FAILURE_KEY = "parallel_run_planner_failure"  # why the planner failed, for the reducer
 
 
@@ -52,6 +56,17 @@ def default_output(dag_id: str, step: str, run_id: str) -> str:
 
 def _failed(step: StepDefinition, exc: ParallelRunError) -> AirflowFailException:
     return AirflowFailException(f"{step.name}: {naming_connections(str(exc), _connections(step))}")
+
+
+@contextmanager
+def _store_outage(step: StepDefinition) -> Iterator[None]:
+    """A store that stopped answering for longer than the job waits for it fails the task
+    in one line that says how to resume (a task that raises AirflowException is retried
+    when it has retries left), not with a traceback from inside the storage layer."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise AirflowException(f"{step.name}: {exc}; {RESUME_OUTAGE}") from None
 
 
 def _connections(step: StepDefinition) -> dict[str, str]:
@@ -123,8 +138,11 @@ class ParallelRunPlanner(_StepTask):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         try:
-            return self._plan(context)
-        except AirflowFailException as exc:  # the reducer repeats it, not "nothing to reduce"
+            with _store_outage(self.step):
+                return self._plan(context)
+        except AirflowSkipException:
+            raise
+        except AirflowException as exc:  # the reducer repeats it, not "nothing to reduce"
             context["ti"].xcom_push(PLANNER_FAILURE_KEY, str(exc))
             raise
 
@@ -270,6 +288,10 @@ class ParallelRunNode(_StepTask):
         self._abort = AbortSwitch()
 
     def execute(self, context: Any) -> None:
+        with _store_outage(self.step):
+            self._run_node(context)
+
+    def _run_node(self, context: Any) -> None:
         ti = context["ti"]
         step_plan = _step_plan(context, self.planner_task_id)
         if step_plan is None:
@@ -346,12 +368,13 @@ class ParallelRunReducer(_StepTask):
                 f"the planner failed: {reason}" if reason else
                 f"{step.name}: the planner did not finish (see the planner's log)")
         job_plan = JobPlan.from_dict(step_plan.job)
-        job = self._job(step_plan.settings, job_plan.output)
-        lock = self._hold(job, ti)
-        try:
-            return self._reduce(job, job_plan, step_plan, context)
-        finally:
-            lock.release()  # the step ends here, whatever its outcome
+        with _store_outage(step):
+            job = self._job(step_plan.settings, job_plan.output)
+            lock = self._hold(job, ti)
+            try:
+                return self._reduce(job, job_plan, step_plan, context)
+            finally:
+                lock.release()  # the step ends here, whatever its outcome
 
     def _reduce(self, job: Job, job_plan: JobPlan, step_plan: Any, context: Any) -> dict[str, Any]:
         step, ti = self.step, context["ti"]

@@ -88,9 +88,14 @@ def test_a_store_stopped_for_good_fails_the_run_and_clearing_its_failed_tasks_re
     finally:
         cluster.proxy.open()
     assert state == "failed", cluster.log_tails()
-    reasons = _errors(cluster.task_logs(DOWN_DAG_ID, run_id, "step.reducer"))
-    assert any(f"the output store 's3://{output}' stopped answering" in r for r in reasons), \
-        reasons
+    for task in ("step.node", "step.reducer"):  # one line each, saying how to resume
+        logs = cluster.task_logs(DOWN_DAG_ID, run_id, task)
+        reasons = _errors(logs)
+        assert any(f"the output store 's3://{output}' stopped answering" in r
+                   and "clear the failed tasks of this run to resume" in r for r in reasons), \
+            (task, reasons)
+        assert all(frame.endswith("airflow/tasks.py") for frame in _innermost_frames(logs)), \
+            _innermost_frames(logs)
     done_before = cluster.records(output)  # nothing runs now: what the outage left
     assert 0 < len(done_before) < 20  # stopped in the middle, not after the end
     calls_before = _calls(cluster)
