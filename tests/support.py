@@ -87,19 +87,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_port(port: int, server: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    """Until ``server`` (named ``what``) accepts connections on the loopback ``port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, f"{what} did not start"
+            time.sleep(0.1)
+
+
 def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(extra_env or {})},
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_for_port(port, server, "moto")
     return server, port
 
 
@@ -121,14 +127,7 @@ def start_azurite(folder: Path) -> tuple[subprocess.Popen, str]:
          str(folder), "--skipApiVersionCheck", "--silent"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and server.poll() is None, "Azurite did not start"
-            time.sleep(0.1)
+    wait_for_port(port, server, "Azurite")
     connection = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
                   f"AccountKey={AZURITE_KEY};"
                   f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
@@ -148,14 +147,7 @@ def start_fake_gcs() -> tuple[subprocess.Popen, str]:
          "-backend", "memory", "-external-url", endpoint, "-log-level", "error"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and server.poll() is None, "fake-gcs-server did not start"
-            time.sleep(0.1)
+    wait_for_port(port, server, "fake-gcs-server")
     return server, endpoint
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import CLI, free_port, make_files
+from support import CLI, free_port, make_files, wait_for_port
 
 from airflow_parallel_run import FileDataset, ParallelRunConfig, run_job
 from airflow_parallel_run.engine.claims import (
@@ -69,14 +68,7 @@ def serial_s3(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         endpoint = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto did not start"
-                time.sleep(0.1)
+        wait_for_port(port, server, "moto")
         options = {"key": "testing", "secret": "testing",
                    "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
         import boto3

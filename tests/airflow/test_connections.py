@@ -7,17 +7,14 @@ the step can only reach the bucket through the connection.
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import boto3
 import fsspec
 import pytest
 from airflow_runs import AirflowHome
+from support import start_moto
 
 KEY, SECRET = "AKIAPRTTESTKEY0001", "prt-secret-Zq81xW0v"
 BUCKET = "prt-airflow"
@@ -25,19 +22,7 @@ BUCKET = "prt-airflow"
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "moto did not start"
-            time.sleep(0.1)
+    server, port = start_moto()
     yield f"http://127.0.0.1:{port}"
     server.terminate()
     server.wait()
